@@ -1,1 +1,126 @@
-fn main() {}
+//! Command line, logging, start-up and a shutdown that cannot hang.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use pgha_exporter::config::Config;
+use pgha_exporter::http::{app, AppState};
+
+#[derive(Parser)]
+#[command(name = "pgha-exporter", version, about = "Prometheus exporter for Patroni + etcd + HAProxy PostgreSQL clusters")]
+struct Cli {
+    /// The YAML configuration file.
+    #[arg(long = "config.file", global = true, default_value = "pgha-exporter.yml")]
+    config_file: PathBuf,
+    /// Address to serve /metrics on.
+    #[arg(long = "web.listen-address", global = true, default_value = "127.0.0.1:9744")]
+    listen_address: SocketAddr,
+    /// Log format.
+    #[arg(long = "log.format", global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long = "log.level", global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration file and exit: 0 if valid, 1 with the bad field named if not.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How long in-flight requests get after a shutdown signal before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    if let Some(Command::CheckConfig) = cli.command {
+        return match Config::load(&cli.config_file) {
+            Ok(c) => {
+                println!("{}: valid, {} cluster(s)", cli.config_file.display(), c.clusters.len());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("invalid configuration: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Two rustls crypto backends may be compiled in (reqwest's and etcd-client's): pick one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = Config::load(&cli.config_file).context("loading the configuration")?;
+    let clusters = pgha_exporter::start(&config)?;
+    let scopes: Vec<&str> = clusters.iter().map(|c| c.scope.as_str()).collect();
+    let listener = tokio::net::TcpListener::bind(cli.listen_address)
+        .await
+        .with_context(|| format!("binding {}", cli.listen_address))?;
+    tracing::info!(address = %cli.listen_address, clusters = ?scopes, version = env!("CARGO_PKG_VERSION"), "serving /metrics");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(AppState::new(clusters))).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let forced = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        _ = forced => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

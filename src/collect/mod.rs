@@ -1,0 +1,119 @@
+//! Background collection: one loop per source and cluster, each writing the latest reading into
+//! the cluster's shared state, so that `/metrics` only encodes what is already there and never
+//! waits on a target. Sub-second polling is what lets the failover timeline see state changes that
+//! a 15 s scrape would miss.
+//!
+//! Every network call runs under a client-side deadline, every body is size-capped, and every
+//! failure is counted by a low-cardinality kind: a failing target shows up as `pgha_source_up 0`,
+//! never as a failed scrape.
+
+pub mod etcd;
+pub mod haproxy;
+pub mod patroni;
+
+use std::time::Duration;
+
+use crate::state::ErrorKind;
+
+/// A failed HTTP fetch, classified for the `kind` label.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("HTTP status {0}")]
+    HttpStatus(u16),
+    #[error("response body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FetchError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::Timeout(_) => ErrorKind::Timeout,
+            FetchError::Connect(_) => ErrorKind::Connect,
+            FetchError::HttpStatus(_) => ErrorKind::HttpStatus,
+            FetchError::TooLarge(_) => ErrorKind::TooLarge,
+            FetchError::Other(_) => ErrorKind::Other,
+        }
+    }
+}
+
+/// Credentials of an HTTP target, already resolved.
+#[derive(Debug, Clone)]
+pub struct HttpAuth {
+    pub username: String,
+    pub password: crate::config::Secret,
+}
+
+/// The HTTP client shared by all HTTP sources: no connection pool reuse across targets matters
+/// here (Patroni answers HTTP/1.0 and closes), but one client keeps one TLS setup.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("pgha-exporter/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .expect("building an HTTP client without custom TLS roots cannot fail")
+}
+
+/// `GET url`, the whole exchange (connect, headers, body) under `deadline`, the body capped at
+/// `max_bytes` (read in chunks, so an endless body is cut off, not buffered).
+pub async fn get_capped(
+    client: &reqwest::Client,
+    url: &str,
+    deadline: Duration,
+    max_bytes: usize,
+    auth: Option<&HttpAuth>,
+) -> Result<Vec<u8>, FetchError> {
+    let exchange = async {
+        let mut request = client.get(url);
+        if let Some(a) = auth {
+            request = request.basic_auth(&a.username, Some(a.password.expose()));
+        }
+        let mut response = request.send().await.map_err(classify)?;
+        if !response.status().is_success() {
+            return Err(FetchError::HttpStatus(response.status().as_u16()));
+        }
+        if response.content_length().is_some_and(|len| len > max_bytes as u64) {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(FetchError::TooLarge(max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    match tokio::time::timeout(deadline, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout(deadline)),
+    }
+}
+
+fn classify(e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout(Duration::ZERO)
+    } else if e.is_connect() {
+        // The innermost cause ("Connection refused") is the useful part.
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        FetchError::Connect(cause.to_string())
+    } else {
+        FetchError::Other(e.to_string())
+    }
+}
+
+/// A ticker for a polling loop: a slow round delays the next one instead of bursting to catch up.
+pub fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}

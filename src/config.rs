@@ -1,0 +1,398 @@
+//! The YAML configuration file.
+//!
+//! Every struct rejects unknown fields, so a typo is an error that names the field instead of a
+//! setting silently ignored. Defaults are documented on each field and in README.md. Secrets are
+//! never written in the file itself: they are named by environment variable or file and read
+//! once at load time, and their values never reach a log line or a metric.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: field `{field}`: {message}")]
+    Parse { path: PathBuf, field: String, message: String },
+    #[error("field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The clusters to watch; each is independent of the others.
+    pub clusters: Vec<ClusterConfig>,
+    /// Largest response body read from any target, in bytes. Default 4 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Patroni's `scope`: the cluster's name, and the `scope` label of its metrics.
+    pub scope: String,
+    /// Patroni's DCS `namespace`. Default `/service`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// How long a member that vanished from discovery is still reported (as down). Default 10m.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub member_retention: Duration,
+    /// Patroni REST API settings and static members.
+    #[serde(default)]
+    pub patroni: PatroniConfig,
+    /// The DCS. When set, members are discovered from Patroni's keys in it.
+    pub etcd: Option<EtcdConfig>,
+    /// HAProxy instances in front of the cluster (several for a keepalived pair).
+    #[serde(default)]
+    pub haproxy: Vec<HaproxyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatroniConfig {
+    /// Members always watched, whatever discovery says.
+    #[serde(default)]
+    pub members: Vec<StaticMember>,
+    /// Patroni REST URLs whose `/cluster` lists the members, when etcd is not configured.
+    #[serde(default)]
+    pub discovery_urls: Vec<String>,
+    /// How often each member's own `GET /patroni` is read. Default 500ms.
+    #[serde(default = "default_fast_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Deadline of one REST call. Default 1s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// HTTP basic auth for the REST API, if it requires it.
+    pub basic_auth: Option<BasicAuth>,
+}
+
+impl Default for PatroniConfig {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            discovery_urls: Vec::new(),
+            interval: default_fast_interval(),
+            timeout: default_timeout(),
+            basic_auth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMember {
+    /// Patroni's member name.
+    pub name: String,
+    /// Base URL of its REST API, e.g. `http://10.0.0.1:8008`.
+    pub api_url: String,
+    /// Its PostgreSQL `host:port`, used to match HAProxy servers to members.
+    pub postgres: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members, each read on its own.
+    pub endpoints: Vec<String>,
+    /// How often each member is read. Default 500ms.
+    #[serde(default = "default_fast_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Deadline of one etcd call. Default 1s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// etcd user name, when authentication is on.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxyConfig {
+    /// Name of this instance: the `instance` label. Default `haproxy`.
+    #[serde(default = "default_haproxy_name")]
+    pub name: String,
+    /// URL of the stats page in CSV form, e.g. `http://10.0.0.5:7000/;csv`.
+    pub stats_url: String,
+    /// The backend (or listen section) that routes to the primary. Default `primary`.
+    #[serde(default = "default_primary_backend")]
+    pub primary_backend: String,
+    /// The backend that routes to the replicas. Default `replicas`.
+    #[serde(default = "default_replicas_backend")]
+    pub replicas_backend: String,
+    /// How often the stats are read. Default 500ms.
+    #[serde(default = "default_fast_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Deadline of one stats request. Default 1s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// HTTP basic auth of the stats page.
+    pub basic_auth: Option<BasicAuth>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: SecretRef,
+}
+
+/// Where a secret comes from: exactly one of an environment variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// A secret's value. Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl SecretRef {
+    pub fn resolve(&self, field: &str) -> Result<Secret, ConfigError> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map(Secret)
+                .map_err(|_| invalid(field, format!("environment variable {var} is not set"))),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display()))),
+            _ => Err(invalid(field, "give exactly one of `env` or `file`")),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> usize {
+    4 << 20
+}
+fn default_namespace() -> String {
+    "/service".into()
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_fast_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_haproxy_name() -> String {
+    "haproxy".into()
+}
+fn default_primary_backend() -> String {
+    "primary".into()
+}
+fn default_replicas_backend() -> String {
+    "replicas".into()
+}
+
+/// Shortest polling interval accepted: faster would only load the targets.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { field, message, .. } => {
+                ConfigError::Parse { path: path.to_path_buf(), field, message }
+            }
+            other => other,
+        })
+    }
+
+    /// Parses and validates; secrets are checked to be readable too.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Parse { path: PathBuf::new(), field, message: e.into_inner().to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.clusters.is_empty() {
+            return Err(invalid("clusters", "at least one cluster is needed"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        let mut scopes = HashSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let at = |f: &str| format!("clusters[{i}].{f}");
+            if c.scope.is_empty() {
+                return Err(invalid(at("scope"), "must not be empty"));
+            }
+            if !scopes.insert(c.scope.as_str()) {
+                return Err(invalid(at("scope"), format!("scope `{}` is configured twice", c.scope)));
+            }
+            if !c.namespace.starts_with('/') {
+                return Err(invalid(at("namespace"), "must start with `/`"));
+            }
+            if c.etcd.is_none() && c.patroni.members.is_empty() && c.patroni.discovery_urls.is_empty() {
+                return Err(invalid(
+                    at("patroni"),
+                    "no way to find members: set `etcd`, `patroni.members` or `patroni.discovery_urls`",
+                ));
+            }
+            check_timing(&at("patroni"), c.patroni.interval, c.patroni.timeout)?;
+            for (j, m) in c.patroni.members.iter().enumerate() {
+                check_url(&at(&format!("patroni.members[{j}].api_url")), &m.api_url)?;
+                if m.name.is_empty() {
+                    return Err(invalid(at(&format!("patroni.members[{j}].name")), "must not be empty"));
+                }
+            }
+            for (j, u) in c.patroni.discovery_urls.iter().enumerate() {
+                check_url(&at(&format!("patroni.discovery_urls[{j}]")), u)?;
+            }
+            if let Some(auth) = &c.patroni.basic_auth {
+                auth.password.resolve(&at("patroni.basic_auth.password"))?;
+            }
+            if let Some(etcd) = &c.etcd {
+                if etcd.endpoints.is_empty() {
+                    return Err(invalid(at("etcd.endpoints"), "at least one endpoint is needed"));
+                }
+                for (j, e) in etcd.endpoints.iter().enumerate() {
+                    check_url(&at(&format!("etcd.endpoints[{j}]")), e)?;
+                }
+                check_timing(&at("etcd"), etcd.interval, etcd.timeout)?;
+                match (&etcd.username, &etcd.password) {
+                    (Some(_), Some(p)) => {
+                        p.resolve(&at("etcd.password"))?;
+                    }
+                    (None, None) => {}
+                    _ => return Err(invalid(at("etcd"), "set both `username` and `password`, or neither")),
+                }
+            }
+            let mut names = HashSet::new();
+            for (j, h) in c.haproxy.iter().enumerate() {
+                let hat = |f: &str| at(&format!("haproxy[{j}].{f}"));
+                if !names.insert(h.name.as_str()) {
+                    return Err(invalid(hat("name"), format!("instance `{}` is configured twice", h.name)));
+                }
+                check_url(&hat("stats_url"), &h.stats_url)?;
+                check_timing(&at(&format!("haproxy[{j}]")), h.interval, h.timeout)?;
+                if let Some(auth) = &h.basic_auth {
+                    auth.password.resolve(&hat("basic_auth.password"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(invalid(field, format!("`{url}` is not an http(s) URL with a host"))),
+        Err(e) => Err(invalid(field, format!("`{url}`: {e}"))),
+    }
+}
+
+fn check_timing(at: &str, interval: Duration, timeout: Duration) -> Result<(), ConfigError> {
+    if interval < MIN_INTERVAL {
+        return Err(invalid(format!("{at}.interval"), "must be at least 50ms"));
+    }
+    if timeout.is_zero() {
+        return Err(invalid(format!("{at}.timeout"), "must be above zero"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "clusters:\n  - scope: demo\n    etcd:\n      endpoints: [http://127.0.0.11:2379]\n";
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        let cl = &c.clusters[0];
+        assert_eq!(cl.namespace, "/service");
+        assert_eq!(cl.member_retention, Duration::from_secs(600));
+        assert_eq!(cl.patroni.interval, Duration::from_millis(500));
+        assert_eq!(cl.patroni.timeout, Duration::from_secs(1));
+        assert_eq!(cl.etcd.as_ref().unwrap().interval, Duration::from_millis(500));
+        assert_eq!(c.max_body_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let text = "clusters:\n  - scope: demo\n    haproxy:\n      - stats_url: http://h:7000/;csv\n        intervall: 1s\n    etcd: {endpoints: [http://e:2379]}\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains("clusters[0].haproxy[0]"), "{err}");
+        assert!(err.contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases = [
+            ("clusters: []\n", "clusters"),
+            ("clusters:\n  - scope: demo\n", "clusters[0].patroni"),
+            (
+                "clusters:\n  - scope: demo\n    etcd: {endpoints: ['not a url']}\n",
+                "clusters[0].etcd.endpoints[0]",
+            ),
+            (
+                "clusters:\n  - scope: demo\n    etcd: {endpoints: [http://e:2379], interval: 1ms}\n",
+                "clusters[0].etcd.interval",
+            ),
+            (
+                "clusters:\n  - {scope: a, etcd: {endpoints: [http://e:1]}}\n  - {scope: a, etcd: {endpoints: [http://e:1]}}\n",
+                "clusters[1].scope",
+            ),
+            (
+                "clusters:\n  - scope: a\n    etcd: {endpoints: [http://e:1], username: u, password: {env: PGHA_TEST_SURELY_UNSET}}\n",
+                "clusters[0].etcd.password",
+            ),
+            (
+                "clusters:\n  - scope: a\n    etcd: {endpoints: [http://e:1]}\n    patroni: {timeout: soon}\n",
+                "clusters[0].patroni.timeout",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn secret_from_file_is_read_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("pgha-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let r = SecretRef { env: None, file: Some(file) };
+        let s = r.resolve("x").unwrap();
+        assert_eq!(s.expose(), "s3cret");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

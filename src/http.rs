@@ -1,0 +1,120 @@
+//! The HTTP face: `/metrics`, `/-/healthy`, `/-/ready` and a landing page. `app()` builds the
+//! router without a socket so tests can call it directly.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+use crate::state::ClusterState;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub clusters: Vec<Arc<ClusterState>>,
+}
+
+impl AppState {
+    pub fn new(clusters: Vec<Arc<ClusterState>>) -> Self {
+        Self { registry: Arc::new(crate::metrics::registry(clusters.clone())), clusters }
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(landing))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match crate::metrics::encode(&state.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
+        Err(_) => {
+            tracing::error!("encoding metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response()
+        }
+    }
+}
+
+/// Ready once every cluster's every source has completed one round, so a freshly started
+/// exporter does not report empty data as "all down".
+async fn ready(State(state): State<AppState>) -> Response {
+    let waiting: Vec<&str> = state.clusters.iter().filter(|c| !c.ready()).map(|c| c.scope.as_str()).collect();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for a first round of: {}\n", waiting.join(", "))).into_response()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn landing(State(state): State<AppState>) -> Html<String> {
+    let mut rows = String::new();
+    for c in &state.clusters {
+        let data = c.read();
+        let sources: Vec<String> = c
+            .sources
+            .iter()
+            .map(|s| {
+                let targets: Vec<&crate::state::TargetHealth> =
+                    data.health.iter().filter(|((src, _), _)| src == s).map(|(_, h)| h).collect();
+                let up = targets.iter().filter(|h| h.up).count();
+                format!("{} {}/{} up", s.as_str(), up, targets.len())
+            })
+            .collect();
+        rows.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n", escape(&c.scope), data.members.len(), escape(&sources.join(", "))));
+    }
+    Html(format!(
+        "<!doctype html><html><head><title>pgha-exporter</title></head><body>\n\
+         <h1>pgha-exporter {}</h1>\n<p>Patroni + etcd + HAProxy clusters.</p>\n\
+         <table border=\"1\" cellpadding=\"4\"><tr><th>scope</th><th>members</th><th>sources</th></tr>\n{rows}</table>\n\
+         <ul><li><a href=\"metrics\">metrics</a></li><li><a href=\"-/healthy\">healthy</a></li><li><a href=\"-/ready\">ready</a></li></ul>\n\
+         </body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Source;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get_text(app: Router, path: &str) -> (StatusCode, String, Option<String>) {
+        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let ct = response.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap(), ct)
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_without_any_target() {
+        let cluster = Arc::new(ClusterState::new("demo<x>".into(), vec![Source::Patroni], std::time::Duration::from_secs(1)));
+        let app = app(AppState::new(vec![cluster.clone()]));
+        let (status, body, ct) = get_text(app.clone(), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some(OPENMETRICS));
+        assert!(body.contains("pgha_build_info"), "{body}");
+        assert_eq!(get_text(app.clone(), "/-/healthy").await.0, StatusCode::OK);
+        assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        cluster.finish_round(Source::Patroni);
+        assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK);
+        let (_, page, _) = get_text(app, "/").await;
+        assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");
+    }
+}
