@@ -1,0 +1,258 @@
+//! The exporter against the real lab (compose/local/lab): one bring-up, steps in order, each
+//! checked from the exporter's own `/metrics`, the lab healed between steps, every wait bounded.
+//! One test function on purpose: the lab's addresses are fixed, so nothing may run beside it.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const SCOPE: &str = "demo";
+
+fn config() -> String {
+    format!(
+        r#"
+clusters:
+  - scope: {SCOPE}
+    etcd:
+      endpoints: [http://127.0.0.11:12379, http://127.0.0.12:12379, http://127.0.0.13:12379]
+    haproxy:
+      - name: haproxy
+        stats_url: "http://127.0.0.31:17000/;csv"
+  # A cluster that does not exist: reported down, and must not disturb the real one.
+  - scope: ghost
+    patroni:
+      members: [{{name: ghost1, api_url: "http://127.0.0.99:18008"}}]
+    etcd:
+      endpoints: [http://127.0.0.99:12379]
+    haproxy:
+      - stats_url: "http://127.0.0.99:17000/;csv"
+"#
+    )
+}
+
+#[test]
+fn exporter_tells_the_truth_about_the_lab() {
+    let log = std::env::temp_dir().join(format!("pgha-it-exporter-{}.log", std::process::id()));
+    let _lab = LabGuard::up(log.clone());
+    let exporter = Exporter::start(&config(), &log);
+
+    let started = Instant::now();
+    healthy(&exporter);
+    second_cluster_is_down_without_disturbing_the_first(&exporter);
+    replica_stopped(&exporter);
+    heal(&exporter);
+    leader_stopped(&exporter);
+    heal(&exporter);
+    etcd_quorum_lost(&exporter);
+    heal(&exporter);
+    haproxy_stopped(&exporter);
+    heal(&exporter);
+    paused_patroni_node(&exporter);
+    heal(&exporter);
+    paused_etcd_member(&exporter);
+    heal(&exporter);
+    eprintln!("all steps in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Restores the lab to healthy and waits until the exporter sees it so.
+fn heal(exporter: &Exporter) {
+    lab(&["heal", "120"]);
+    wait_until("the exporter sees a healthy cluster", Duration::from_secs(30), || {
+        let m = exporter.scrape();
+        let ok = m.leader(SCOPE).is_some()
+            && m.get("pgha_cluster_members_running", &[("scope", SCOPE)]) == Some(3.0)
+            && m.get("pgha_etcd_cluster_members_healthy", &[("scope", SCOPE)]) == Some(3.0)
+            && m.get("pgha_source_up", &[("scope", SCOPE), ("source", "haproxy")]) == Some(1.0)
+            && m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]).len() == 2;
+        ok.then_some(())
+    });
+}
+
+fn healthy(exporter: &Exporter) {
+    let m = wait_until("leader, 3 running members, 2 replicas routed", Duration::from_secs(30), || {
+        let m = exporter.scrape();
+        (m.leader(SCOPE).is_some()
+            && m.get("pgha_cluster_members_running", &[("scope", SCOPE)]) == Some(3.0)
+            && m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]).len() == 2)
+            .then_some(m)
+    });
+    let leader = m.leader(SCOPE).unwrap();
+    assert_eq!(Some(leader.clone()), patronictl_leader(), "our leader is the one patronictl names");
+    assert_eq!(m.get("pgha_cluster_primaries", &[("scope", SCOPE)]), Some(1.0));
+    assert_eq!(m.get("pgha_cluster_members", &[("scope", SCOPE)]), Some(3.0));
+
+    let replicas = m.members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")]);
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    for r in &replicas {
+        assert_ne!(r, &leader);
+        let lag = m.get("pgha_patroni_member_replication_lag_bytes", &[("scope", SCOPE), ("member", r)]);
+        assert!(lag.is_some_and(|l| l >= 0.0), "lag of {r}: {lag:?}");
+        assert_eq!(m.get("pgha_patroni_member_state", &[("scope", SCOPE), ("member", r), ("state", "running")]), Some(1.0));
+    }
+    assert_eq!(m.get("pgha_patroni_member_replication_lag_bytes", &[("scope", SCOPE), ("member", &leader)]), None);
+
+    assert_eq!(m.get("pgha_etcd_cluster_members", &[("scope", SCOPE)]), Some(3.0));
+    assert_eq!(m.get("pgha_etcd_cluster_members_healthy", &[("scope", SCOPE)]), Some(3.0));
+    assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0));
+    let etcd_leaders = m.find("pgha_etcd_member_is_leader", &[("scope", SCOPE)]).into_iter().filter(|s| s.value == 1.0).count();
+    assert_eq!(etcd_leaders, 1);
+    assert_eq!(m.members_where("pgha_patroni_leader_key_info", &[("scope", SCOPE)]), vec![leader.clone()]);
+    let ttl = m.get("pgha_patroni_leader_key_ttl_seconds", &[("scope", SCOPE)]).expect("lease ttl");
+    assert!(ttl > 0.0 && ttl <= 10.0, "ttl {ttl}");
+
+    assert_eq!(
+        m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]),
+        vec![leader.clone()],
+        "the primary port routes to the leader only"
+    );
+    assert_eq!(m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]), replicas);
+    for source in ["patroni", "etcd", "haproxy"] {
+        for s in m.find("pgha_source_up", &[("scope", SCOPE), ("source", source)]) {
+            assert_eq!(s.value, 1.0, "{:?}", s.labels);
+        }
+        let age = m.get("pgha_source_snapshot_age_seconds", &[("scope", SCOPE), ("source", source)]).unwrap();
+        assert!(age < 2.0, "{source} snapshot is {age}s old");
+    }
+    assert!(m.get("process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+}
+
+fn second_cluster_is_down_without_disturbing_the_first(exporter: &Exporter) {
+    let m = exporter.scrape();
+    let ghost = m.find("pgha_source_up", &[("scope", "ghost")]);
+    assert_eq!(ghost.len(), 3, "patroni, etcd and haproxy targets of the ghost cluster");
+    assert!(ghost.iter().all(|s| s.value == 0.0));
+    let refused = m.find("pgha_source_errors_total", &[("scope", "ghost"), ("kind", "connect")]);
+    assert!(refused.iter().all(|s| s.value >= 1.0), "{refused:?}");
+    assert_eq!(m.get("pgha_etcd_quorum", &[("scope", "ghost")]), Some(0.0));
+    assert!(m.find("pgha_source_up", &[("scope", SCOPE)]).iter().all(|s| s.value == 1.0));
+}
+
+fn replica_stopped(exporter: &Exporter) {
+    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    let replica = exporter.scrape().members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")]).pop().unwrap();
+    lab(&["stop", &replica]);
+    wait_until("the stopped replica is reported down", Duration::from_secs(5), || {
+        (exporter.scrape().get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0)).then_some(())
+    });
+    wait_until("HAProxy drops it from the replicas backend", Duration::from_secs(10), || {
+        let m = exporter.scrape();
+        (m.get("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas"), ("member", &replica)]) == Some(0.0)).then_some(())
+    });
+    // Its member key expires about ttl (10 s) after it stopped; it must still be reported.
+    let m = wait_until("its etcd key expired", Duration::from_secs(30), || {
+        let m = exporter.scrape();
+        (m.get("pgha_patroni_member_discovered", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]), Some(0.0), "still reported, as down");
+    assert_eq!(m.get("pgha_cluster_members", &[("scope", SCOPE)]), Some(3.0));
+    assert_eq!(m.get("pgha_cluster_members_running", &[("scope", SCOPE)]), Some(2.0));
+    assert_eq!(m.leader(SCOPE), Some(leader), "leader unchanged");
+}
+
+fn leader_stopped(exporter: &Exporter) {
+    let m = exporter.scrape();
+    let old = m.leader(SCOPE).unwrap();
+    let timeline = m.get("pgha_cluster_timeline", &[("scope", SCOPE)]).unwrap();
+    let stopped_at = Instant::now();
+    lab(&["stop", &old]);
+    let new = wait_until("a new leader", Duration::from_secs(15).saturating_sub(stopped_at.elapsed()), || {
+        exporter.scrape().leader(SCOPE).filter(|l| *l != old)
+    });
+    eprintln!("new leader {new} {:.1}s after the stop", stopped_at.elapsed().as_secs_f64());
+    let m = exporter.scrape();
+    assert!(m.get("pgha_cluster_timeline", &[("scope", SCOPE)]).unwrap() > timeline, "timeline incremented");
+    assert_eq!(m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &old)]), Some(0.0));
+    wait_until("the primary port routes to the new leader", Duration::from_secs(5), || {
+        (exporter.scrape().members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]) == vec![new.clone()])
+            .then_some(())
+    });
+}
+
+fn etcd_quorum_lost(exporter: &Exporter) {
+    let old = exporter.scrape().leader(SCOPE).unwrap();
+    lab(&["stop", "etcd1", "etcd2"]);
+    let m = wait_until("quorum reported lost", Duration::from_secs(10), || {
+        let m = exporter.scrape();
+        (m.get("pgha_etcd_quorum", &[("scope", SCOPE)]) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(m.get("pgha_etcd_cluster_members", &[("scope", SCOPE)]), Some(3.0), "stopped members still count");
+    assert_eq!(m.get("pgha_etcd_member_up", &[("scope", SCOPE), ("endpoint", "http://127.0.0.11:12379")]), Some(0.0));
+    // The survivor notices after its election timeout (1 s in the lab).
+    let survivor = [("scope", SCOPE), ("endpoint", "http://127.0.0.13:12379")];
+    let m = wait_until("the survivor reports no leader", Duration::from_secs(5), || {
+        let m = exporter.scrape();
+        (m.get("pgha_etcd_member_has_leader", &survivor) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(m.get("pgha_etcd_member_up", &survivor), Some(1.0), "it still answers");
+    assert!(m.get("pgha_etcd_member_status_errors", &survivor).unwrap() >= 1.0, "etcdserver: no leader");
+    // Patroni demotes the primary ~retry_timeout..ttl after losing the DCS.
+    let m = wait_until("the former primary reports itself demoted", Duration::from_secs(40), || {
+        let m = exporter.scrape();
+        (m.get("pgha_patroni_member_role", &[("scope", SCOPE), ("member", &old), ("role", "primary")]) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &old)]), Some(1.0), "it still answers");
+    assert_eq!(m.leader(SCOPE), None, "no member claims primary");
+    assert_eq!(m.get("pgha_cluster_primaries", &[("scope", SCOPE)]), Some(0.0));
+    assert_eq!(
+        m.members_where("pgha_cluster_dcs_leader_info", &[("scope", SCOPE)]),
+        vec![old],
+        "/cluster is stale and still names the old leader: kept apart from the truth"
+    );
+}
+
+fn haproxy_stopped(exporter: &Exporter) {
+    lab(&["stop", "haproxy"]);
+    let m = wait_until("HAProxy source down", Duration::from_secs(5), || {
+        let m = exporter.scrape();
+        (m.get("pgha_source_up", &[("scope", SCOPE), ("source", "haproxy")]) == Some(0.0)).then_some(m)
+    });
+    assert!(m.leader(SCOPE).is_some(), "Patroni still reported");
+    assert_eq!(m.get("pgha_cluster_members_running", &[("scope", SCOPE)]), Some(3.0));
+    assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0), "etcd still reported");
+    assert!(m.get("pgha_source_errors_total", &[("scope", SCOPE), ("source", "haproxy"), ("kind", "connect")]).unwrap() >= 1.0);
+}
+
+/// Scrapes for `duration`, asserting every scrape answers in under a second.
+fn scrapes_stay_fast(exporter: &Exporter, duration: Duration) {
+    let until = Instant::now() + duration;
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let (took, _) = exporter.timed_scrape();
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(slowest < Duration::from_secs(1), "a scrape took {slowest:?}");
+    eprintln!("slowest scrape while a target hung: {:.1} ms", slowest.as_secs_f64() * 1e3);
+}
+
+fn paused_patroni_node(exporter: &Exporter) {
+    let replica = exporter.scrape().members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")]).pop().unwrap();
+    let timeouts_before = exporter
+        .scrape()
+        .get("pgha_source_errors_total", &[("scope", SCOPE), ("target", &replica), ("kind", "timeout")])
+        .unwrap();
+    lab(&["pause", &replica]);
+    scrapes_stay_fast(exporter, Duration::from_secs(3));
+    let m = wait_until("the paused node reported down by timeout", Duration::from_secs(5), || {
+        let m = exporter.scrape();
+        (m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0)).then_some(m)
+    });
+    let timeouts = m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", &replica), ("kind", "timeout")]).unwrap();
+    assert!(timeouts > timeouts_before, "counted as timeouts: {timeouts_before} -> {timeouts}");
+    lab(&["resume", &replica]);
+}
+
+fn paused_etcd_member(exporter: &Exporter) {
+    let endpoint = "http://127.0.0.13:12379";
+    lab(&["pause", "etcd3"]);
+    scrapes_stay_fast(exporter, Duration::from_secs(3));
+    let m = wait_until("the paused etcd member reported down", Duration::from_secs(5), || {
+        let m = exporter.scrape();
+        (m.get("pgha_etcd_member_up", &[("scope", SCOPE), ("endpoint", endpoint)]) == Some(0.0)).then_some(m)
+    });
+    assert!(m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", endpoint), ("kind", "timeout")]).unwrap() >= 1.0);
+    assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0), "two of three still hold quorum");
+    lab(&["resume", "etcd3"]);
+}
