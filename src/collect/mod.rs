@@ -117,3 +117,93 @@ pub fn ticker(every: Duration) -> tokio::time::Interval {
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A loopback server answering every connection with `respond`.
+    async fn serve(respond: impl Fn(tokio::net::TcpStream) -> futures::future::BoxFuture<'static, ()> + Send + 'static) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(respond(stream));
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    async fn read_request(stream: &mut tokio::net::TcpStream) {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+    }
+
+    #[tokio::test]
+    async fn endless_body_is_cut_at_the_cap() {
+        let url = serve(|mut s| {
+            Box::pin(async move {
+                read_request(&mut s).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+                let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+                // Bounded: far more than the cap, far less than forever.
+                for _ in 0..1000 {
+                    if s.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .await;
+        let err = get_capped(&http_client(), &url, Duration::from_secs(5), 64 * 1024, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    }
+
+    #[tokio::test]
+    async fn declared_oversized_body_is_refused_before_reading() {
+        let url = serve(|mut s| {
+            Box::pin(async move {
+                read_request(&mut s).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\nxx").await;
+            })
+        })
+        .await;
+        let err = get_capped(&http_client(), &url, Duration::from_secs(5), 1024, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_accepts_and_never_answers_times_out_at_the_deadline() {
+        let url = serve(|s| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(s);
+            })
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let err = get_capped(&http_client(), &url, Duration::from_millis(300), 1024, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn refused_connection_and_http_errors_are_classified() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = get_capped(&http_client(), &format!("http://127.0.0.1:{port}/"), Duration::from_secs(2), 1024, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+        let url = serve(|mut s| {
+            Box::pin(async move {
+                read_request(&mut s).await;
+                let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await;
+            })
+        })
+        .await;
+        let err = get_capped(&http_client(), &url, Duration::from_secs(2), 1024, None).await.unwrap_err();
+        assert!(matches!(err, FetchError::HttpStatus(503)), "{err}");
+    }
+}
