@@ -55,6 +55,38 @@ pub struct ClusterConfig {
     /// HAProxy instances in front of the cluster (several for a keepalived pair).
     #[serde(default)]
     pub haproxy: Vec<HaproxyConfig>,
+    /// Synthetic read and write probes; off when absent.
+    pub probes: Option<ProbeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// PostgreSQL role the probes log in as.
+    pub user: String,
+    /// Its password (none for trust or peer setups).
+    pub password: Option<SecretRef>,
+    #[serde(skip)]
+    pub resolved_password: Option<Secret>,
+    /// Database holding the probe's schema. Default `postgres`.
+    #[serde(default = "default_probe_database")]
+    pub database: String,
+    /// `host:port` of HAProxy's primary port: the write probe.
+    pub primary: Option<String>,
+    /// `host:port` of HAProxy's replicas port: the read probe.
+    pub replicas: Option<String>,
+    /// Probe every member's own PostgreSQL (address from discovery). Default true.
+    #[serde(default = "default_true")]
+    pub direct: bool,
+    /// Time between attempts. Default 1s; works at 100ms.
+    #[serde(default = "default_probe_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Client-side deadline of one attempt (connect included). Default 1s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.
+    #[serde(default = "default_probe_schema")]
+    pub schema: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +217,18 @@ impl SecretRef {
     }
 }
 
+fn default_probe_database() -> String {
+    "postgres".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_probe_schema() -> String {
+    "pgha_probe".into()
+}
 fn default_max_body_bytes() -> usize {
     4 << 20
 }
@@ -228,11 +272,17 @@ impl Config {
     /// Parses and validates; secrets are checked to be readable too.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let de = serde_norway::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             ConfigError::Parse { path: PathBuf::new(), field, message: e.into_inner().to_string() }
         })?;
         config.validate()?;
+        for (i, c) in config.clusters.iter_mut().enumerate() {
+            if let Some(p) = c.probes.as_mut() {
+                p.resolved_password =
+                    p.password.as_ref().map(|r| r.resolve(&format!("clusters[{i}].probes.password"))).transpose()?;
+            }
+        }
         Ok(config)
     }
 
@@ -288,6 +338,26 @@ impl Config {
                     }
                     (None, None) => {}
                     _ => return Err(invalid(at("etcd"), "set both `username` and `password`, or neither")),
+                }
+            }
+            if let Some(p) = &c.probes {
+                if p.user.is_empty() {
+                    return Err(invalid(at("probes.user"), "must not be empty"));
+                }
+                for (name, addr) in [("primary", &p.primary), ("replicas", &p.replicas)] {
+                    if let Some(a) = addr {
+                        if crate::probe::host_port(a).is_none() {
+                            return Err(invalid(at(&format!("probes.{name}")), format!("`{a}` is not host:port")));
+                        }
+                    }
+                }
+                if p.primary.is_none() && p.replicas.is_none() && !p.direct {
+                    return Err(invalid(at("probes"), "nothing to probe: set `primary`, `replicas` or `direct`"));
+                }
+                check_timing(&at("probes"), p.interval, p.timeout)?;
+                let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !plain(&p.schema) {
+                    return Err(invalid(at("probes.schema"), "use lowercase letters, digits and `_` only"));
                 }
             }
             let mut names = HashSet::new();
@@ -375,6 +445,14 @@ mod tests {
             (
                 "clusters:\n  - scope: a\n    etcd: {endpoints: [http://e:1]}\n    patroni: {timeout: soon}\n",
                 "clusters[0].patroni.timeout",
+            ),
+            (
+                "clusters:\n  - scope: a\n    etcd: {endpoints: [http://e:1]}\n    probes: {user: app, primary: 'nohost'}\n",
+                "clusters[0].probes.primary",
+            ),
+            (
+                "clusters:\n  - scope: a\n    etcd: {endpoints: [http://e:1]}\n    probes: {user: app, schema: 'x; drop table y'}\n",
+                "clusters[0].probes.schema",
             ),
         ];
         for (text, field) in cases {

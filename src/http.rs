@@ -32,7 +32,36 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(ready))
+        .route("/api/v1/events", get(events))
         .with_state(state)
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    scope: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Recent events of every cluster (or of `scope`), oldest first; each cluster keeps the last
+/// `timeline::EVENTS_KEPT`.
+async fn events(State(state): State<AppState>, axum::extract::Query(q): axum::extract::Query<EventsQuery>) -> Response {
+    let mut events: Vec<crate::timeline::Event> = state
+        .clusters
+        .iter()
+        .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope))
+        .flat_map(|c| c.read().timeline.events.iter().cloned().collect::<Vec<_>>())
+        .collect();
+    events.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let limit = q.limit.unwrap_or(crate::timeline::EVENTS_KEPT);
+    let skip = events.len().saturating_sub(limit);
+    let failovers: Vec<serde_json::Value> = state
+        .clusters
+        .iter()
+        .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope))
+        .filter_map(|c| c.read().timeline.last.as_ref().map(|f| serde_json::json!({"scope": c.scope, "failover": f})))
+        .collect();
+    let body = serde_json::json!({ "events": &events[skip..], "last_failovers": failovers });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -80,7 +109,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
         "<!doctype html><html><head><title>pgha-exporter</title></head><body>\n\
          <h1>pgha-exporter {}</h1>\n<p>Patroni + etcd + HAProxy clusters.</p>\n\
          <table border=\"1\" cellpadding=\"4\"><tr><th>scope</th><th>members</th><th>sources</th></tr>\n{rows}</table>\n\
-         <ul><li><a href=\"metrics\">metrics</a></li><li><a href=\"-/healthy\">healthy</a></li><li><a href=\"-/ready\">ready</a></li></ul>\n\
+         <ul><li><a href=\"metrics\">metrics</a></li><li><a href=\"-/healthy\">healthy</a></li><li><a href=\"-/ready\">ready</a></li><li><a href=\"api/v1/events\">events</a></li></ul>\n\
          </body></html>\n",
         env!("CARGO_PKG_VERSION")
     ))
@@ -114,7 +143,13 @@ mod tests {
         assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         cluster.finish_round(Source::Patroni);
         assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK);
-        let (_, page, _) = get_text(app, "/").await;
+        let (_, page, _) = get_text(app.clone(), "/").await;
         assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");
+        cluster.event(crate::timeline::EventKind::EtcdLeaderChanged, Some("etcd2"), "etcd1 -> etcd2", std::time::Instant::now());
+        let (status, body, ct) = get_text(app, "/api/v1/events?limit=5").await;
+        assert_eq!((status, ct.as_deref()), (StatusCode::OK, Some("application/json")));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["events"][0]["kind"], "etcd_leader_changed");
+        assert_eq!(v["events"][0]["member"], "etcd2");
     }
 }

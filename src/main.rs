@@ -83,6 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Two rustls crypto backends may be compiled in (reqwest's and etcd-client's): pick one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = Config::load(&cli.config_file).context("loading the configuration")?;
+    pgha_exporter::preflight(&config).await?;
     let clusters = pgha_exporter::start(&config)?;
     let scopes: Vec<&str> = clusters.iter().map(|c| c.scope.as_str()).collect();
     let listener = tokio::net::TcpListener::bind(cli.listen_address)

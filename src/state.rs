@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use crate::collect::etcd::EtcdReading;
 use crate::collect::haproxy::HaproxyReading;
 use crate::collect::patroni::{ClusterView, MemberStatus};
+use crate::probe::{FailureReason, ProbeStats};
+use crate::timeline::{EventKind, Tracker};
 
 /// A source of readings: the `source` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,6 +128,39 @@ pub struct ClusterData {
     pub health: BTreeMap<(Source, String), TargetHealth>,
     /// When each source last completed a round: the age of its snapshot.
     pub rounds: BTreeMap<Source, Instant>,
+    pub probes: ProbeReadings,
+    /// Events and the failover timeline.
+    pub timeline: Tracker,
+}
+
+/// The synthetic probes' state.
+#[derive(Debug, Default)]
+pub struct ProbeReadings {
+    /// Through HAProxy's primary port.
+    pub write: Option<ProbeStats>,
+    /// Through HAProxy's replicas port.
+    pub read: Option<ProbeStats>,
+    /// Age of the newest heartbeat the read probe saw, at its last success.
+    pub read_staleness_seconds: Option<f64>,
+    /// Acknowledged writes missing after an outage, since the exporter started.
+    pub lost_writes_total: u64,
+    /// Acknowledged writes missing after the last write outage.
+    pub last_outage_lost_writes: Option<u64>,
+    pub direct_enabled: bool,
+    /// Each member's own PostgreSQL.
+    pub direct: BTreeMap<String, DirectStatus>,
+}
+
+/// The direct probe of one member's PostgreSQL.
+#[derive(Debug, Clone, Default)]
+pub struct DirectStatus {
+    pub up: bool,
+    pub in_recovery: Option<bool>,
+    /// The last write to the probe table on this member succeeded (only tried when it is not
+    /// in recovery).
+    pub writable: bool,
+    pub attempts: u64,
+    pub failures: [u64; FailureReason::ALL.len()],
 }
 
 #[derive(Debug)]
@@ -190,6 +225,13 @@ impl ClusterState {
                 health.last_error = Some(message);
             }
         }
+    }
+
+    /// Records an event (and advances the failover timeline).
+    pub fn event(&self, kind: EventKind, member: Option<&str>, detail: impl Into<String>, at: Instant) {
+        let detail = detail.into();
+        tracing::info!(scope = %self.scope, event = ?kind, member = member.unwrap_or(""), %detail, "event");
+        self.write().timeline.event(&self.scope, kind, member, detail, at);
     }
 
     pub fn finish_round(&self, source: Source) {

@@ -20,6 +20,7 @@ use super::ticker;
 use crate::collect::patroni::api_base;
 use crate::config::Secret;
 use crate::state::{ClusterState, ErrorKind, FoundMember, Source};
+use crate::timeline::EventKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -265,7 +266,9 @@ impl EtcdPoller {
         if let (Some(now), Some(before)) = (leader, self.last_leader) {
             if now != before {
                 self.reading.leader_changes += 1;
-                tracing::info!(scope = %self.state.scope, from = before, to = now, "etcd leader changed");
+                let name = |id: u64| self.reading.member_names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
+                let detail = format!("{} -> {}", name(before), name(now));
+                self.state.event(EventKind::EtcdLeaderChanged, Some(&name(now)), detail, Instant::now());
             }
         }
         if leader.is_some() {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{get_capped, ticker, FetchError, HttpAuth};
 use crate::state::{ClusterState, ErrorKind, Source};
+use crate::timeline::EventKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaproxyError {
@@ -171,6 +172,19 @@ pub fn member_of(server: &Server, members: &BTreeMap<String, Option<String>>) ->
     members.contains_key(&server.name).then(|| server.name.clone())
 }
 
+/// Servers whose routed-or-not state changed between two readings: (server, now up).
+pub fn server_transitions<'a>(before: &Stats, after: &'a Stats) -> Vec<(&'a Server, bool)> {
+    after
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let was = before.servers.iter().find(|b| b.backend == s.backend && b.name == s.name)?;
+            let (was_up, is_up) = (was.status == ServerStatus::Up, s.status == ServerStatus::Up);
+            (was_up != is_up).then_some((s, is_up))
+        })
+        .collect()
+}
+
 /// What a backend is for, from the configuration: the `route` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -249,6 +263,20 @@ impl HaproxyPoller {
                 None
             }
         };
+        if let Some(new) = &stats {
+            let previous = self.state.read().haproxy.get(&self.name).and_then(|r| r.stats.clone());
+            if let Some(old) = previous {
+                let members: BTreeMap<String, Option<String>> =
+                    self.state.read().members.iter().map(|(n, m)| (n.clone(), m.postgres.clone())).collect();
+                for (server, up) in server_transitions(&old, new) {
+                    let member = member_of(server, &members);
+                    let route = if server.backend == self.primary_backend { "primary" } else if server.backend == self.replicas_backend { "replicas" } else { "other" };
+                    let kind = if up { EventKind::HaproxyServerUp } else { EventKind::HaproxyServerDown };
+                    let detail = format!("route={route} instance={} backend={} server={} check={}", self.name, server.backend, server.name, server.check_status);
+                    self.state.event(kind, member.as_deref(), detail, Instant::now());
+                }
+            }
+        }
         let reading = HaproxyReading {
             stats,
             primary_backend: self.primary_backend.clone(),
@@ -311,6 +339,17 @@ mod tests {
         assert!(up_servers(&stats, "primary").is_empty());
         let primary = stats.backends.iter().find(|b| b.name == "primary").unwrap();
         assert!(!primary.up);
+    }
+
+    #[test]
+    fn failover_transitions_between_recorded_states() {
+        let before = parse_stats_csv(&fixture("healthy/haproxy.csv")).unwrap();
+        let after = parse_stats_csv(&fixture("leader-stopped/haproxy.csv")).unwrap();
+        let changes: Vec<(String, String, bool)> =
+            server_transitions(&before, &after).into_iter().map(|(s, up)| (s.backend.clone(), s.name.clone(), up)).collect();
+        assert!(changes.contains(&("primary".into(), "node1".into(), false)), "{changes:?}");
+        assert!(changes.iter().any(|(b, n, up)| b == "primary" && n != "node1" && *up), "{changes:?}");
+        assert!(server_transitions(&before, &before).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! failure is counted by a low-cardinality kind: a failing target shows up as `pgha_source_up 0`,
 //! never as a failed scrape.
 
+pub mod dcs_watch;
 pub mod etcd;
 pub mod haproxy;
 pub mod patroni;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::{get_capped, ticker, FetchError, HttpAuth};
 use crate::state::{ClusterState, ErrorKind, FoundMember, MemberReading, Source};
+use crate::timeline::EventKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatroniError {
@@ -367,6 +368,25 @@ pub fn summarize(readings: &BTreeMap<String, MemberReading>, view: Option<&Clust
     summary
 }
 
+/// What changed about a member between two rounds, as events.
+pub fn member_events(name: &str, before: Option<&MemberStatus>, after: Option<&MemberStatus>) -> Vec<(EventKind, String, String)> {
+    let mut events = Vec::new();
+    let primary = |s: Option<&MemberStatus>| s.is_some_and(|s| s.role == Role::Primary);
+    match (before, after) {
+        (Some(_), None) => events.push((EventKind::MemberUnreachable, name.to_string(), "REST API stopped answering".to_string())),
+        (None, Some(_)) => events.push((EventKind::MemberReachable, name.to_string(), "REST API answers again".to_string())),
+        _ => {}
+    }
+    if let (Some(b), Some(a)) = (before, after) {
+        if primary(Some(b)) && !primary(Some(a)) {
+            events.push((EventKind::LeftPrimary, name.to_string(), format!("now {} ({})", a.role.as_str(), a.state.as_str())));
+        } else if !primary(Some(b)) && primary(Some(a)) {
+            events.push((EventKind::BecamePrimary, name.to_string(), format!("timeline {}", a.timeline.unwrap_or(0))));
+        }
+    }
+    events
+}
+
 /// Settings of one cluster's Patroni loop.
 pub struct PatroniPoller {
     pub state: Arc<ClusterState>,
@@ -408,6 +428,8 @@ impl PatroniPoller {
         let results = futures::future::join_all(polls).await;
 
         let mut view_from: Option<String> = None;
+        let now = Instant::now();
+        let mut events = Vec::new();
         for (name, api, elapsed, result) in results {
             let status = match result {
                 Ok(s) => {
@@ -423,7 +445,24 @@ impl PatroniPoller {
                     None
                 }
             };
-            self.state.write().patroni.insert(name.clone(), MemberReading { status });
+            let mut data = self.state.write();
+            if let Some(previous) = data.patroni.get(name) {
+                events.extend(member_events(name, previous.status.as_ref(), status.as_ref()));
+            }
+            data.patroni.insert(name.clone(), MemberReading { status });
+        }
+        for (kind, member, detail) in events {
+            self.state.event(kind, Some(&member), detail, now);
+        }
+        if !self.discover_from_cluster {
+            // The leader key comes from etcd's watch.
+        } else {
+            // No etcd: the leader by the members' own answers stands in for the leader key.
+            let leader = summarize(&self.state.read().patroni, None).leader().map(str::to_string);
+            let known = self.state.read().timeline.leader.clone();
+            if let Some(l) = leader.filter(|l| Some(l) != known.as_ref()) {
+                self.state.event(EventKind::LeaderKeyAcquired, Some(&l), "sole primary by the members' own answers", now);
+            }
         }
 
         let view_urls: Vec<String> = view_from.into_iter().chain(self.discovery_urls.iter().map(|u| api_base(u))).collect();

@@ -1,0 +1,134 @@
+//! Watches Patroni's keys in etcd, so the failover timeline gets the leader key's release and
+//! acquisition at the moment etcd applies them, not at the next poll.
+//!
+//! The client requires a leader: a watch on a member that lost quorum fails instead of waiting
+//! silently, and the watcher moves on to the next endpoint. Patroni rewrites its member keys
+//! every loop, so a watch that stays silent for long is stuck (a frozen member): it is dropped
+//! too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+
+use crate::config::Secret;
+use crate::state::ClusterState;
+use crate::timeline::EventKind;
+
+/// A watch with no event for this long is considered stuck.
+const SILENCE: Duration = Duration::from_secs(5);
+/// Pause between attempts when no endpoint would take a watch.
+const RETRY: Duration = Duration::from_millis(200);
+
+pub struct DcsWatch {
+    pub state: Arc<ClusterState>,
+    pub endpoints: Vec<String>,
+    pub timeout: Duration,
+    pub credentials: Option<(String, Secret)>,
+    /// `<namespace>/<scope>/`
+    pub prefix: String,
+    /// The leader key's holder as last seen, to tell a real change from a rewrite.
+    holder: Option<String>,
+}
+
+impl DcsWatch {
+    pub fn new(state: Arc<ClusterState>, endpoints: Vec<String>, timeout: Duration, credentials: Option<(String, Secret)>, namespace: &str) -> Self {
+        let prefix = format!("{}/{}/", namespace.trim_end_matches('/'), state.scope);
+        Self { state, endpoints, timeout, credentials, prefix, holder: None }
+    }
+
+    pub async fn run(mut self) {
+        let mut next = 0;
+        let mut first = true;
+        loop {
+            let endpoint = self.endpoints[next % self.endpoints.len()].clone();
+            next += 1;
+            match self.watch(&endpoint, first).await {
+                Ok(()) => {}
+                Err(e) => tracing::debug!(scope = %self.state.scope, endpoint, error = %e, "leader key watch ended"),
+            }
+            first = false;
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    fn leader_key(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+
+    /// Compares the holder read now with the last one seen and reports a change.
+    fn holder_is(&mut self, holder: Option<String>, at: Instant, initial: bool) {
+        if holder == self.holder {
+            return;
+        }
+        if initial {
+            self.state.write().timeline.set_initial_leader(holder.clone());
+        } else {
+            match &holder {
+                Some(h) => self.state.event(EventKind::LeaderKeyAcquired, Some(h), "leader key set in etcd", at),
+                None => {
+                    let before = self.holder.clone();
+                    self.state.event(EventKind::LeaderKeyReleased, before.as_deref(), "leader key deleted or expired in etcd", at)
+                }
+            }
+        }
+        self.holder = holder;
+    }
+
+    async fn watch(&mut self, endpoint: &str, initial: bool) -> Result<(), String> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.timeout)
+            .with_timeout(self.timeout)
+            .with_require_leader(true);
+        if let Some((user, password)) = &self.credentials {
+            options = options.with_user(user.clone(), password.expose().to_string());
+        }
+        let mut client = tokio::time::timeout(self.timeout, Client::connect([endpoint], Some(options)))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        // Linearizable: only a member with quorum answers, so the holder read is current.
+        let got = tokio::time::timeout(self.timeout, client.get(self.leader_key(), None::<GetOptions>))
+            .await
+            .map_err(|_| "get timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let revision = got.header().map(|h| h.revision()).unwrap_or(0);
+        let holder = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        self.holder_is(holder, Instant::now(), initial);
+
+        let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(revision + 1);
+        let mut stream = tokio::time::timeout(self.timeout, client.watch(self.prefix.clone(), Some(options)))
+            .await
+            .map_err(|_| "watch timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        loop {
+            let message = match tokio::time::timeout(SILENCE, stream.message()).await {
+                Err(_) => return Err(format!("no event for {SILENCE:?}")),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(None)) => return Err("watch closed".into()),
+                Ok(Ok(Some(m))) => m,
+            };
+            if message.canceled() {
+                return Err(format!("watch canceled: {}", message.cancel_reason()));
+            }
+            let at = Instant::now();
+            for event in message.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Some(name) = kv.key().strip_prefix(self.prefix.as_bytes()) else { continue };
+                match (name, event.event_type()) {
+                    (b"leader", EventType::Put) => {
+                        self.holder_is(Some(String::from_utf8_lossy(kv.value()).into_owned()), at, false)
+                    }
+                    (b"leader", EventType::Delete) => self.holder_is(None, at, false),
+                    (b"failover", EventType::Put) => self.state.event(
+                        EventKind::SwitchoverRequested,
+                        None,
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                        at,
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
