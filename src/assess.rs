@@ -17,7 +17,7 @@ pub struct Conditions {
     /// No member claims the primary role.
     pub no_leader: bool,
     /// Writes through HAProxy fail while a leader exists: the server refuses them as read-only,
-    /// or the DCS leader is up and running but no longer primary (demoted).
+    /// or, with the DCS quorum lost, the last DCS leader is up but no longer primary (demoted).
     pub read_only: bool,
     pub dcs_quorum_lost: bool,
     /// HAProxy is unreachable or routes the primary port nowhere while a member takes writes.
@@ -93,8 +93,10 @@ pub fn assess(data: &ClusterData) -> Conditions {
         dcs_leader.as_deref().and_then(own).is_some_and(|s| s.state.is_running() && s.role != Role::Primary);
     let write = data.probes.write.as_ref();
     let writes_failing = write.is_some_and(|w| w.attempts > 0 && !w.up);
+    // A DCS leader running as a replica is also what a promotion looks like for a moment; only
+    // with the DCS lost is it a demotion.
     let read_only = writes_failing
-        && (write.and_then(|w| w.last_failure) == Some(FailureReason::ReadOnly) || dcs_leader_demoted);
+        && (write.and_then(|w| w.last_failure) == Some(FailureReason::ReadOnly) || (quorum_lost && dcs_leader_demoted));
 
     let someone_takes_writes = if data.probes.direct_enabled {
         data.probes.direct.values().any(|d| d.writable)
@@ -206,6 +208,30 @@ mod tests {
         assert_eq!(verdict(&c), "entry_point_down");
         d.probes.direct_enabled = true;
         assert!(!assess(&d).entry_point_down, "with direct probes, only a direct write proves it");
+        d.patroni.get_mut("node1").unwrap().status.as_mut().unwrap().role = Role::Replica;
+        let mut etcd = crate::collect::etcd::EtcdReading {
+            member_count: 3,
+            leader_key: Some(crate::collect::etcd::LeaderKey { holder: "node1".into(), lease_id: 1, ttl_seconds: Some(9) }),
+            keys_from_quorum: true,
+            ..Default::default()
+        };
+        for id in 1..=3 {
+            etcd.status.insert(
+                format!("e{id}"),
+                crate::collect::etcd::EndpointStatus {
+                    member_id: id,
+                    leader_id: 1,
+                    raft_term: 2,
+                    raft_index: 5,
+                    db_size_bytes: 1,
+                    version: "3.4".into(),
+                    errors: vec![],
+                },
+            );
+        }
+        d.etcd = Some(etcd);
+        assert!(!assess(&d).read_only, "a key holder not yet primary is a promotion, not read-only");
+        d.patroni.get_mut("node1").unwrap().status.as_mut().unwrap().role = Role::Primary;
         d.probes.direct.insert("node1".into(), crate::state::DirectStatus { up: true, in_recovery: Some(false), writable: true, ..Default::default() });
         assert!(assess(&d).entry_point_down);
     }

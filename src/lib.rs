@@ -74,6 +74,7 @@ pub fn start(config: &Config) -> Result<Vec<Arc<ClusterState>>, ConfigError> {
         if let Some(p) = &c.probes {
             let id = probe::new_probe_id();
             tracing::info!(scope = %c.scope, probe_id = %id, "probes start");
+            state.write().probes.probe_id = Some(id.clone());
             if let Some(w) = p.primary.as_deref().and_then(|a| probe::write::WriteProbe::new(state.clone(), p.clone(), a, id.clone())) {
                 sees.write_probe = true;
                 tokio::spawn(w.run());

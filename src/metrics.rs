@@ -358,6 +358,9 @@ fn probe_stats_families(f: &mut Families, scope: &str, probe: &str, p: &ProbeSta
 
 fn probe_families(f: &mut Families, scope: &str, data: &ClusterData, now: Instant) {
     let probes = &data.probes;
+    if let Some(id) = &probes.probe_id {
+        f.info("pgha_probe", "The probe id this exporter writes its heartbeat rows with.", l(&[("scope", scope), ("probe_id", id)]));
+    }
     if let Some(w) = &probes.write {
         probe_stats_families(f, scope, "write", w, now);
         let sl = l(&[("scope", scope)]);

@@ -136,6 +136,8 @@ pub struct ClusterData {
 /// The synthetic probes' state.
 #[derive(Debug, Default)]
 pub struct ProbeReadings {
+    /// This exporter instance's probe id (rows it writes carry it).
+    pub probe_id: Option<String>,
     /// Through HAProxy's primary port.
     pub write: Option<ProbeStats>,
     /// Through HAProxy's replicas port.
