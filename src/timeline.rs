@@ -322,7 +322,9 @@ impl Tracker {
                 if let Some(p) = self.pending.as_mut().filter(|p| p.new_leader.is_some() && p.new_leader.as_deref() == member) {
                     p.set_once(Step::NewPrimaryWritable, at);
                 }
+                self.leader_recovered(member);
             }
+            EventKind::MemberReachable | EventKind::BecamePrimary => self.leader_recovered(member),
             EventKind::HaproxyServerUp | EventKind::HaproxyServerDown => {
                 self.haproxy_transitions += 1;
                 if kind == EventKind::HaproxyServerUp && detail.starts_with("route=primary") {
@@ -335,6 +337,14 @@ impl Tracker {
             _ => {}
         }
         self.maybe_close(scope, at);
+    }
+
+    /// The current leader works again before any other member took over (a short hang, a DCS
+    /// outage it survived): what looked like the start of a failover was not one.
+    fn leader_recovered(&mut self, member: Option<&str>) {
+        if member.is_some() && member == self.leader.as_deref() && self.pending.as_ref().is_some_and(|p| p.new_leader.is_none()) {
+            self.pending = None;
+        }
     }
 
     /// The write probe's outage began (at its last success).
@@ -529,6 +539,22 @@ mod tests {
         t.event("s", EventKind::LeaderKeyAcquired, Some("b"), String::new(), at(t0, 9000));
         t.tick("s", at(t0, 400_000));
         assert_eq!((t.planned_total, t.unplanned_total), (1, 0));
+    }
+
+    #[test]
+    fn a_leader_that_recovers_cancels_the_failover_it_seemed_to_start() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(sees_all());
+        t.set_initial_leader(Some("a".into()));
+        t.event("s", EventKind::MemberUnreachable, Some("a"), String::new(), at(t0, 0));
+        t.event("s", EventKind::MemberReachable, Some("a"), String::new(), at(t0, 3000));
+        // A real failover later must not inherit the hang's detection time.
+        t.event("s", EventKind::PostgresUnreachable, Some("a"), String::new(), at(t0, 10_000));
+        t.event("s", EventKind::LeaderKeyAcquired, Some("b"), String::new(), at(t0, 12_000));
+        t.tick("s", at(t0, 80_000));
+        let f = t.last.expect("closed");
+        assert_eq!(f.step_at[Step::OldLeaderLost.index()], Some(at(t0, 10_000)));
+        assert_eq!(t.unplanned_total, 1);
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! One test function on purpose: the lab's addresses are fixed, so nothing may run beside it.
 
 mod support;
+#[path = "lab/failover.rs"]
+mod failover;
 
 use std::time::{Duration, Instant};
 
 use support::*;
 
-const SCOPE: &str = "demo";
+pub(crate) const SCOPE: &str = "demo";
 
 fn config() -> String {
     format!(
@@ -20,6 +22,14 @@ clusters:
     haproxy:
       - name: haproxy
         stats_url: "http://127.0.0.31:17000/;csv"
+    probes:
+      user: app
+      password: {{env: PGHA_PROBE_PASSWORD}}
+      database: app
+      primary: 127.0.0.31:15000
+      replicas: 127.0.0.31:15001
+      interval: 100ms
+      timeout: 1s
   # A cluster that does not exist: reported down, and must not disturb the real one.
   - scope: ghost
     patroni:
@@ -53,6 +63,8 @@ fn exporter_tells_the_truth_about_the_lab() {
     heal(&exporter);
     paused_etcd_member(&exporter);
     heal(&exporter);
+    eprintln!("foundation steps in {:.1}s", started.elapsed().as_secs_f64());
+    failover::run(&exporter);
     eprintln!("all steps in {:.1}s", started.elapsed().as_secs_f64());
 }
 

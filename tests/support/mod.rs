@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod writer;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -87,6 +89,7 @@ impl Exporter {
         let child = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
             .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
             .env("RUST_LOG", "info")
+            .env("PGHA_PROBE_PASSWORD", "app")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()

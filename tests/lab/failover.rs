@@ -1,0 +1,305 @@
+//! Probes, verdicts and the failover timeline against the real lab: the lab report's sequence,
+//! cumulatively, as it happened; then a SIGKILL of the leader, a switchover, paused targets and a
+//! forced loss of acknowledged writes.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::writer::Writer;
+use crate::support::*;
+use crate::SCOPE;
+
+fn verdict(m: &Metrics) -> String {
+    let on: Vec<String> = m
+        .find("pgha_cluster_verdict", &[("scope", SCOPE)])
+        .into_iter()
+        .filter(|s| s.value == 1.0)
+        .map(|s| s.labels["verdict"].clone())
+        .collect();
+    assert_eq!(on.len(), 1, "one-hot verdict: {on:?}");
+    on[0].clone()
+}
+
+fn condition(m: &Metrics, name: &str) -> f64 {
+    m.get("pgha_cluster_condition", &[("scope", SCOPE), ("condition", name)]).unwrap_or_else(|| panic!("no condition {name}"))
+}
+
+fn wait_verdict(exporter: &Exporter, want: &str, timeout: Duration) -> Metrics {
+    let mut last = String::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(&format!("verdict {want}"), timeout, || {
+            let m = exporter.scrape();
+            last = verdict(&m);
+            (last == want).then_some(m)
+        })
+    }));
+    found.unwrap_or_else(|_| panic!("verdict stayed {last}, wanted {want}"))
+}
+
+fn counter(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.get(name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
+}
+
+fn failovers(m: &Metrics, kind: &str) -> f64 {
+    counter(m, "pgha_failovers_total", &[("scope", SCOPE), ("kind", kind)])
+}
+
+fn write_outages(m: &Metrics) -> f64 {
+    counter(m, "pgha_probe_outages_total", &[("scope", SCOPE), ("probe", "write")])
+}
+
+fn events(exporter: &Exporter) -> serde_json::Value {
+    let (status, body) = http_get(exporter.addr, "/api/v1/events?scope=demo").unwrap();
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+fn replicas(m: &Metrics) -> Vec<String> {
+    m.members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")])
+}
+
+/// Waits for a new failover of `kind` after `before` and checks it against the writer.
+fn expect_failover(exporter: &Exporter, writer: &Writer, kind: &str, before: f64, fault_at: Instant, timeout: Duration) -> Metrics {
+    let m = wait_until(&format!("one more {kind} failover"), timeout, || {
+        let m = exporter.scrape();
+        (failovers(&m, kind) > before).then_some(m)
+    });
+    assert_eq!(failovers(&m, kind), before + 1.0, "exactly one failover");
+    let theirs = wait_until("the independent writer saw its outage end", Duration::from_secs(10), || writer.outage_after(fault_at));
+    let m = exporter.scrape();
+    let ours = counter(&m, "pgha_last_failover_write_downtime_seconds", &[("scope", SCOPE)]);
+    eprintln!(
+        "{kind} failover: exporter write downtime {ours:.3}s, independent writer {:.3}s",
+        theirs.as_secs_f64()
+    );
+    assert!((ours - theirs.as_secs_f64()).abs() <= 0.3, "exporter {ours:.3}s vs writer {:.3}s", theirs.as_secs_f64());
+    m
+}
+
+pub fn run(exporter: &Exporter) {
+    let writer = Writer::start();
+    let started = Instant::now();
+    wait_until("the independent writer commits", Duration::from_secs(10), || (writer.successes_since(started) > 5).then_some(()));
+    wait_until("the write probe is up", Duration::from_secs(10), || {
+        (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)).then_some(())
+    });
+    wait_verdict(exporter, "healthy", Duration::from_secs(10));
+
+    // 1. A replica stopped: degraded, writes unaffected; started again: healthy.
+    let m = exporter.scrape();
+    let replica = replicas(&m).pop().unwrap();
+    let outages = write_outages(&m);
+    lab(&["stop", &replica]);
+    let m = wait_verdict(exporter, "degraded", Duration::from_secs(5));
+    assert_eq!(condition(&m, "replica_down"), 1.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let m = exporter.scrape();
+    assert_eq!(write_outages(&m), outages, "writes unaffected");
+    assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(1.0));
+    lab(&["start", &replica]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(60));
+
+    // 2. The leader stopped (SIGTERM): one unplanned failover, every phase, in time order.
+    let m = exporter.scrape();
+    let old = m.leader(SCOPE).unwrap();
+    let before = failovers(&m, "unplanned");
+    let fault_at = Instant::now();
+    lab(&["stop", &old]);
+    let m = expect_failover(exporter, &writer, "unplanned", before, fault_at, Duration::from_secs(20));
+    let new = m.members_where("pgha_last_failover_info", &[("scope", SCOPE), ("old_leader", &old)]);
+    assert!(m.find("pgha_last_failover_info", &[("scope", SCOPE), ("old_leader", &old), ("kind", "unplanned")]).len() == 1, "{new:?}");
+    let phases = m.find("pgha_last_failover_phase_seconds", &[("scope", SCOPE)]);
+    assert_eq!(phases.len(), 6, "every phase present: {phases:?}");
+    let json = events(exporter);
+    let steps = json["last_failovers"][0]["failover"]["steps"].as_array().unwrap().clone();
+    let names: Vec<&str> = steps.iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["last_write_ok", "old_leader_lost", "leader_key_released", "leader_key_acquired", "new_primary_writable", "haproxy_routed", "first_write_ok"]
+    );
+    let times: Vec<f64> = steps.iter().map(|s| s[1].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "steps in time order: {steps:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(failovers(&exporter.scrape(), "unplanned"), before + 1.0, "still exactly one");
+    let m = wait_verdict(exporter, "degraded", Duration::from_secs(10));
+    let leader = m.leader(SCOPE).unwrap();
+
+    // 3. The old leader still down, the other replica stopped: the leader alone, writes go on.
+    let other = replicas(&m).into_iter().find(|r| *r != old).expect("the remaining replica");
+    let outages = write_outages(&m);
+    lab(&["stop", &other]);
+    let m = wait_verdict(exporter, "no_replica", Duration::from_secs(5));
+    assert_eq!(condition(&m, "no_replica"), 1.0);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(writer.successes_since(t) > 5, "writes still succeed");
+    assert_eq!(write_outages(&exporter.scrape()), outages);
+    assert_eq!(exporter.scrape().leader(SCOPE).as_deref(), Some(leader.as_str()));
+
+    // 4. All Patroni nodes started: healthy.
+    lab(&["start", &old, &other]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(90));
+
+    // 5. etcd: one member stopped, quorum holds; a second, quorum lost, then read-only.
+    lab(&["stop", "etcd1"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(verdict(&exporter.scrape()), "healthy", "quorum holds with two of three");
+    lab(&["stop", "etcd2"]);
+    wait_verdict(exporter, "dcs_quorum_lost", Duration::from_secs(10));
+    let m = wait_until("read-only once Patroni demotes the primary", Duration::from_secs(40), || {
+        let m = exporter.scrape();
+        (condition(&m, "read_only") == 1.0).then_some(m)
+    });
+    assert_eq!(verdict(&m), "dcs_quorum_lost", "quorum loss takes precedence over read-only");
+    assert_eq!(condition(&m, "dcs_quorum_lost"), 1.0);
+    lab(&["start", "etcd1", "etcd2"]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(60));
+
+    // 6. HAProxy stopped: entry point down while the direct probe still writes.
+    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    lab(&["stop", "haproxy"]);
+    let m = wait_verdict(exporter, "entry_point_down", Duration::from_secs(5));
+    assert_eq!(m.get("pgha_member_postgres_writable", &[("scope", SCOPE), ("member", &leader)]), Some(1.0));
+    assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(0.0));
+    lab(&["start", "haproxy"]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(20));
+
+    sigkill_of_the_leader(exporter, &writer);
+    switchover_is_planned(exporter);
+    paused_haproxy_and_postgres(exporter);
+    forced_loss_is_counted(exporter);
+}
+
+fn sigkill_of_the_leader(exporter: &Exporter, writer: &Writer) {
+    let m = exporter.scrape();
+    let old = m.leader(SCOPE).unwrap();
+    let before = failovers(&m, "unplanned");
+    let fault_at = Instant::now();
+    lab(&["kill", &old]);
+    // The wait is the leader key's lease (ttl 10).
+    expect_failover(exporter, writer, "unplanned", before, fault_at, Duration::from_secs(30));
+    lab(&["heal", "120"]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(30));
+}
+
+fn switchover_is_planned(exporter: &Exporter) {
+    let m = exporter.scrape();
+    let leader = m.leader(SCOPE).unwrap();
+    let candidate = replicas(&m).pop().unwrap();
+    let (planned, unplanned) = (failovers(&m, "planned"), failovers(&m, "unplanned"));
+    let out = Command::new("patronictl")
+        .args(["-c", lab_dir().join("node1/patroni.yml").to_str().unwrap(), "switchover", "--leader", &leader, "--candidate", &candidate, "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = wait_until("a planned failover", Duration::from_secs(30), || {
+        let m = exporter.scrape();
+        (failovers(&m, "planned") > planned).then_some(m)
+    });
+    assert_eq!(failovers(&m, "planned"), planned + 1.0);
+    assert_eq!(failovers(&m, "unplanned"), unplanned, "a switchover is not unplanned");
+    assert_eq!(m.find("pgha_last_failover_info", &[("scope", SCOPE), ("new_leader", &candidate), ("kind", "planned")]).len(), 1);
+    lab(&["heal", "120"]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(30));
+}
+
+/// A probe against a frozen target times out at its deadline, again and again, and recovers on
+/// resume; a short hang of the leader is no failover.
+fn paused_haproxy_and_postgres(exporter: &Exporter) {
+    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    for target in ["haproxy", leader.as_str()] {
+        let m = exporter.scrape();
+        let timeouts = counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
+        let failovers_before = failovers(&m, "unplanned") + failovers(&m, "planned");
+        lab(&["pause", target]);
+        std::thread::sleep(Duration::from_secs(3));
+        let m = exporter.scrape();
+        let now = counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
+        // The probe's deadline is 1 s: a hang would give at most one.
+        assert!(now - timeouts >= 2.0, "paused {target}: {timeouts} -> {now} timeouts");
+        assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(0.0));
+        lab(&["resume", target]);
+        wait_until(&format!("the write probe recovers after {target} resumes"), Duration::from_secs(5), || {
+            (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)).then_some(())
+        });
+        let m = exporter.scrape();
+        assert_eq!(failovers(&m, "unplanned") + failovers(&m, "planned"), failovers_before, "a 3 s hang is no failover");
+    }
+    lab(&["heal", "60"]);
+}
+
+/// Rows of `probe_id` on a server, by psql.
+fn probe_rows(args: &[&str], probe_id: &str) -> BTreeSet<i64> {
+    let out = Command::new("psql")
+        .args(args)
+        .args(["-X", "-A", "-t", "-c", &format!("SELECT seq FROM pgha_probe.heartbeat WHERE probe_id = '{probe_id}'")])
+        .env("PGPASSWORD", "lab-postgres")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv").args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).args(args).output().unwrap()
+}
+
+/// Replication stalled (the primary's walsenders paused), acknowledged writes go on, the leader
+/// is killed: the exporter must count exactly the acknowledged writes the new primary lacks.
+fn forced_loss_is_counted(exporter: &Exporter) {
+    let m = exporter.scrape();
+    let old = m.leader(SCOPE).unwrap();
+    let probe_id = m.find("pgha_probe_info", &[("scope", SCOPE)])[0].labels["probe_id"].clone();
+    let lost_before = counter(&m, "pgha_probe_lost_writes_total", &[("scope", SCOPE)]);
+    let before = failovers(&m, "unplanned");
+    let attempts = counter(&m, "pgha_probe_attempts_total", &[("scope", SCOPE), ("probe", "write")]);
+    lab(&["pause-walsenders", &old]);
+    wait_until("acknowledged writes that cannot replicate", Duration::from_secs(10), || {
+        let m = exporter.scrape();
+        (counter(&m, "pgha_probe_attempts_total", &[("scope", SCOPE), ("probe", "write")]) >= attempts + 15.0).then_some(())
+    });
+    lab(&["kill", &old]);
+    let m = wait_until("the failover and its loss check", Duration::from_secs(40), || {
+        let m = exporter.scrape();
+        (failovers(&m, "unplanned") > before && m.get("pgha_probe_lost_writes_total", &[("scope", SCOPE)]) > Some(lost_before)).then_some(m)
+    });
+    let ours = counter(&m, "pgha_probe_lost_writes_total", &[("scope", SCOPE)]) - lost_before;
+    assert_eq!(m.get("pgha_last_failover_lost_writes", &[("scope", SCOPE)]), Some(ours));
+    let reported: BTreeSet<i64> = events(exporter)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "lost_writes")
+        .and_then(|e| e["detail"].as_str().and_then(|d| d.rsplit("seq ").next()).map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()))
+        .expect("a lost_writes event");
+
+    // The truth: what the new primary has, and what the killed one had on disk.
+    let new = m.leader(SCOPE).unwrap();
+    let ip = format!("127.0.0.2{}", &new[4..]);
+    let on_new = probe_rows(&["-h", &ip, "-p", "15432", "-U", "postgres", "-d", "app"], &probe_id);
+    let dir = lab_dir().join(&old);
+    let data = dir.join("data");
+    let socket_opts = format!("-c port=25432 -c listen_addresses='' -c unix_socket_directories={} -c archive_mode=off", dir.display());
+    let start = as_postgres(&["/usr/lib/postgresql/15/bin/pg_ctl", "-D", data.to_str().unwrap(), "-o", &socket_opts, "-w", "-t", "60", "-l", dir.join("standalone.log").to_str().unwrap(), "start"]);
+    assert!(start.status.success(), "standalone start of the old primary: {}", String::from_utf8_lossy(&start.stderr));
+    let on_old = probe_rows(&["-h", dir.to_str().unwrap(), "-p", "25432", "-U", "postgres", "-d", "app"], &probe_id);
+    let stop = as_postgres(&["/usr/lib/postgresql/15/bin/pg_ctl", "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+
+    let missing: BTreeSet<i64> = on_old.difference(&on_new).copied().collect();
+    eprintln!("forced loss: exporter counted {ours}, {} committed on the old primary are missing on the new one", missing.len());
+    assert!(ours > 0.0, "a real loss was provoked and counted");
+    assert!(reported.is_subset(&missing), "every write counted lost is really missing: {reported:?} vs {missing:?}");
+    let uncounted: Vec<i64> = missing.difference(&reported).copied().collect();
+    // A commit in flight at the kill is durable on the old primary but was never acknowledged:
+    // at most that one, the newest, is missing without being counted.
+    assert!(
+        uncounted.is_empty() || (uncounted.len() == 1 && Some(&uncounted[0]) == on_old.iter().next_back()),
+        "missing but not counted: {uncounted:?}"
+    );
+    assert_eq!(ours as usize, missing.len() - uncounted.len(), "the count equals the acknowledged writes missing");
+    lab(&["heal", "120"]);
+    wait_verdict(exporter, "healthy", Duration::from_secs(30));
+}

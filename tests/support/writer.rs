@@ -1,0 +1,90 @@
+//! An independent writer: a commit every 50 ms through HAProxy's primary port, on its own
+//! connection that reconnects after any error, every attempt under a 1 s deadline. It measures
+//! outages with the exporter's definition (last success before a failure to the next success),
+//! so the exporter's figures can be checked against it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const EVERY: Duration = Duration::from_millis(50);
+const DEADLINE: Duration = Duration::from_secs(1);
+
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    /// (when the attempt ended, whether it committed)
+    log: Arc<Mutex<Vec<(Instant, bool)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+async fn attempt(client: &mut Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>) -> bool {
+    if client.is_none() {
+        let connect = tokio_postgres::connect(
+            "host=127.0.0.31 port=15000 user=app password=app dbname=app connect_timeout=1 application_name=it-writer",
+            tokio_postgres::NoTls,
+        );
+        let Ok(Ok((c, conn))) = tokio::time::timeout(DEADLINE, connect).await else { return false };
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let create = c.batch_execute("CREATE TABLE IF NOT EXISTS it_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())");
+        if !matches!(tokio::time::timeout(DEADLINE, create).await, Ok(Ok(()))) {
+            task.abort();
+            return false;
+        }
+        *client = Some((c, task));
+    }
+    let (c, _) = client.as_ref().unwrap();
+    let ok = matches!(tokio::time::timeout(DEADLINE, c.execute("INSERT INTO it_writes DEFAULT VALUES", &[])).await, Ok(Ok(_)));
+    if !ok {
+        if let Some((_, task)) = client.take() {
+            task.abort();
+        }
+    }
+    ok
+}
+
+impl Writer {
+    pub fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut client = None;
+                let mut tick = tokio::time::interval(EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !s.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let ok = attempt(&mut client).await;
+                    l.lock().unwrap().push((Instant::now(), ok));
+                }
+            });
+        });
+        Writer { stop, log, thread: Some(thread) }
+    }
+
+    pub fn successes_since(&self, t: Instant) -> usize {
+        self.log.lock().unwrap().iter().filter(|(at, ok)| *at >= t && *ok).count()
+    }
+
+    /// The first outage whose failures began after `t`: from the last success before it to the
+    /// next success; `None` while it has not ended.
+    pub fn outage_after(&self, t: Instant) -> Option<Duration> {
+        let log = self.log.lock().unwrap();
+        let first_failure = log.iter().position(|(at, ok)| *at >= t && !ok)?;
+        let last_success = log[..first_failure].iter().rev().find(|(_, ok)| *ok)?.0;
+        let recovered = log[first_failure..].iter().find(|(_, ok)| *ok)?.0;
+        Some(recovered - last_success)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
