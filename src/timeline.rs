@@ -333,7 +333,12 @@ impl Tracker {
                     }
                 }
             }
-            EventKind::SwitchoverRequested => self.switchover_requested = Some(at),
+            // The first request of a window counts: Patroni may rewrite the key while it acts.
+            EventKind::SwitchoverRequested
+                if self.switchover_requested.is_none_or(|r| at.saturating_duration_since(r) > SWITCHOVER_WINDOW) =>
+            {
+                self.switchover_requested = Some(at)
+            }
             _ => {}
         }
         self.maybe_close(scope, at);

@@ -78,7 +78,6 @@ impl DcsWatch {
     async fn watch(&mut self, endpoint: &str, initial: bool) -> Result<(), String> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.timeout)
-            .with_timeout(self.timeout)
             .with_require_leader(true);
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.expose().to_string());
@@ -120,7 +119,8 @@ impl DcsWatch {
                         self.holder_is(Some(String::from_utf8_lossy(kv.value()).into_owned()), at, false)
                     }
                     (b"leader", EventType::Delete) => self.holder_is(None, at, false),
-                    (b"failover", EventType::Put) => self.state.event(
+                    // Patroni empties the key (`{}`) once the switchover is done.
+                    (b"failover", EventType::Put) if is_request(kv.value()) => self.state.event(
                         EventKind::SwitchoverRequested,
                         None,
                         String::from_utf8_lossy(kv.value()).into_owned(),
@@ -130,5 +130,28 @@ impl DcsWatch {
                 }
             }
         }
+    }
+}
+
+/// A `failover` key value that asks for something (a leader, a candidate or a time), as
+/// `patronictl switchover` and `failover` write it.
+pub fn is_request(value: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(fields)) => ["leader", "member", "candidate", "scheduled_at"]
+            .iter()
+            .any(|k| fields.get(*k).is_some_and(|v| !v.is_null() && v.as_str() != Some(""))),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_real_switchover_requests_count() {
+        assert!(super::is_request(br#"{"leader":"node3","member":"node2"}"#));
+        assert!(super::is_request(br#"{"scheduled_at":"2026-11-25T19:00:00+00:00"}"#));
+        assert!(!super::is_request(b"{}"));
+        assert!(!super::is_request(b""));
+        assert!(!super::is_request(b"garbage"));
     }
 }

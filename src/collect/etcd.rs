@@ -54,6 +54,13 @@ impl From<etcd_client::Error> for EtcdError {
             etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable => {
                 EtcdError::Connect(s.message().to_string())
             }
+            // tonic's own request deadline, should one fire before ours.
+            etcd_client::Error::GRpcStatus(s)
+                if s.code() == tonic::Code::DeadlineExceeded
+                    || (s.code() == tonic::Code::Cancelled && s.message().contains("Timeout")) =>
+            {
+                EtcdError::Timeout(Duration::ZERO)
+            }
             etcd_client::Error::GRpcStatus(s) => EtcdError::Rpc(s.message().to_string()),
             other => EtcdError::Rpc(other.to_string()),
         }
@@ -200,7 +207,8 @@ impl EtcdPoller {
         if let Some(c) = &self.clients[i] {
             return Ok(c.clone());
         }
-        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout).with_timeout(self.timeout);
+        // Request deadlines are ours (`within`), so a slow answer is always counted as a timeout.
+        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout);
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.expose().to_string());
         }
