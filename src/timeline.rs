@@ -356,7 +356,9 @@ impl Tracker {
     pub fn write_outage_started(&mut self, last_success: Instant) {
         self.write_outage_since = Some(last_success);
         if let Some(p) = self.pending.as_mut() {
-            p.set_once(Step::LastWriteOk, last_success);
+            // The probe's own outage start wins over a guess made when another source noticed
+            // the loss first: the failover's write downtime is the probe's outage.
+            p.steps[Step::LastWriteOk.index()] = Some(last_success);
         }
     }
 
@@ -366,7 +368,7 @@ impl Tracker {
         self.last_write_ok = Some(recovered);
         if let Some(p) = self.pending.as_mut() {
             if let Some(s) = since {
-                p.set_once(Step::LastWriteOk, s);
+                p.steps[Step::LastWriteOk.index()] = Some(s);
             }
             if p.new_leader.is_some() {
                 p.set_once(Step::FirstWriteOk, recovered);

@@ -95,6 +95,9 @@ impl WriteProbe {
         let started = Instant::now();
         let result = self.write_once(seq).await;
         let finished = Instant::now();
+        if let Err(reason) = result {
+            tracing::debug!(scope = %self.state.scope, seq, reason = reason.as_str(), took_ms = (finished - started).as_millis() as u64, "write probe failed");
+        }
         if result.is_err() {
             // Whatever went wrong, the next attempt starts from a fresh connection: a read-only
             // or closing server, a hung one, or HAProxy that routed us nowhere.

@@ -37,6 +37,23 @@ fn wait_verdict(exporter: &Exporter, want: &str, timeout: Duration) -> Metrics {
     found.unwrap_or_else(|_| panic!("verdict stayed {last}, wanted {want}"))
 }
 
+/// Waits until the cluster has been healthy for 3 s in a row with HAProxy's primary port routed
+/// to the leader only: a fault injected earlier must not still be settling.
+fn settle(exporter: &Exporter) -> Metrics {
+    let mut since: Option<Instant> = None;
+    wait_until("the cluster settled (healthy for 3 s)", Duration::from_secs(90), || {
+        let m = exporter.scrape();
+        let settled = verdict(&m) == "healthy"
+            && m.leader(SCOPE).is_some_and(|l| m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]) == vec![l]);
+        if !settled {
+            since = None;
+            return None;
+        }
+        let start = *since.get_or_insert_with(Instant::now);
+        (start.elapsed() >= Duration::from_secs(3)).then_some(m)
+    })
+}
+
 fn counter(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.get(name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
 }
@@ -84,7 +101,7 @@ pub fn run(exporter: &Exporter) {
     wait_until("the write probe is up", Duration::from_secs(10), || {
         (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)).then_some(())
     });
-    wait_verdict(exporter, "healthy", Duration::from_secs(10));
+    settle(exporter);
 
     // 1. A replica stopped: degraded, writes unaffected; started again: healthy.
     let m = exporter.scrape();
@@ -101,7 +118,7 @@ pub fn run(exporter: &Exporter) {
     wait_verdict(exporter, "healthy", Duration::from_secs(60));
 
     // 2. The leader stopped (SIGTERM): one unplanned failover, every phase, in time order.
-    let m = exporter.scrape();
+    let m = settle(exporter);
     let old = m.leader(SCOPE).unwrap();
     let before = failovers(&m, "unplanned");
     let fault_at = Instant::now();
@@ -140,6 +157,7 @@ pub fn run(exporter: &Exporter) {
     // 4. All Patroni nodes started: healthy.
     lab(&["start", &old, &other]);
     wait_verdict(exporter, "healthy", Duration::from_secs(90));
+    settle(exporter);
 
     // 5. etcd: one member stopped, quorum holds; a second, quorum lost, then read-only.
     lab(&["stop", "etcd1"]);
@@ -157,7 +175,7 @@ pub fn run(exporter: &Exporter) {
     wait_verdict(exporter, "healthy", Duration::from_secs(60));
 
     // 6. HAProxy stopped: entry point down while the direct probe still writes.
-    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    let leader = settle(exporter).leader(SCOPE).unwrap();
     lab(&["stop", "haproxy"]);
     let m = wait_verdict(exporter, "entry_point_down", Duration::from_secs(5));
     assert_eq!(m.get("pgha_member_postgres_writable", &[("scope", SCOPE), ("member", &leader)]), Some(1.0));
@@ -172,7 +190,7 @@ pub fn run(exporter: &Exporter) {
 }
 
 fn sigkill_of_the_leader(exporter: &Exporter, writer: &Writer) {
-    let m = exporter.scrape();
+    let m = settle(exporter);
     let old = m.leader(SCOPE).unwrap();
     let before = failovers(&m, "unplanned");
     let fault_at = Instant::now();
@@ -184,7 +202,7 @@ fn sigkill_of_the_leader(exporter: &Exporter, writer: &Writer) {
 }
 
 fn switchover_is_planned(exporter: &Exporter) {
-    let m = exporter.scrape();
+    let m = settle(exporter);
     let leader = m.leader(SCOPE).unwrap();
     let candidate = replicas(&m).pop().unwrap();
     let (planned, unplanned) = (failovers(&m, "planned"), failovers(&m, "unplanned"));
@@ -207,16 +225,16 @@ fn switchover_is_planned(exporter: &Exporter) {
 /// A probe against a frozen target times out at its deadline, again and again, and recovers on
 /// resume; a short hang of the leader is no failover.
 fn paused_haproxy_and_postgres(exporter: &Exporter) {
-    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    let leader = settle(exporter).leader(SCOPE).unwrap();
     for target in ["haproxy", leader.as_str()] {
-        let m = exporter.scrape();
+        let m = settle(exporter);
         let timeouts = counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
         let failovers_before = failovers(&m, "unplanned") + failovers(&m, "planned");
         lab(&["pause", target]);
         std::thread::sleep(Duration::from_secs(3));
         let m = exporter.scrape();
         let now = counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
-        // The probe's deadline is 1 s: a hang would give at most one.
+        // The probe's deadline is 500 ms: a hang would give at most one.
         assert!(now - timeouts >= 2.0, "paused {target}: {timeouts} -> {now} timeouts");
         assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(0.0));
         lab(&["resume", target]);
@@ -248,7 +266,7 @@ fn as_postgres(args: &[&str]) -> std::process::Output {
 /// Replication stalled (the primary's walsenders paused), acknowledged writes go on, the leader
 /// is killed: the exporter must count exactly the acknowledged writes the new primary lacks.
 fn forced_loss_is_counted(exporter: &Exporter) {
-    let m = exporter.scrape();
+    let m = settle(exporter);
     let old = m.leader(SCOPE).unwrap();
     let probe_id = m.find("pgha_probe_info", &[("scope", SCOPE)])[0].labels["probe_id"].clone();
     let lost_before = counter(&m, "pgha_probe_lost_writes_total", &[("scope", SCOPE)]);
