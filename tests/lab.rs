@@ -5,6 +5,8 @@
 mod support;
 #[path = "lab/failover.rs"]
 mod failover;
+#[path = "lab/bundle_check.rs"]
+mod bundle_check;
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,8 @@ fn exporter_tells_the_truth_about_the_lab() {
     let log = std::env::temp_dir().join(format!("pgha-it-exporter-{}.log", std::process::id()));
     let _lab = LabGuard::up(log.clone());
     let exporter = Exporter::start(&config(), &log);
+    let prometheus = support::prometheus::Prometheus::start(exporter.addr);
+    let prometheus_start = support::prometheus::unix_now();
 
     let started = Instant::now();
     healthy(&exporter);
@@ -65,6 +69,7 @@ fn exporter_tells_the_truth_about_the_lab() {
     heal(&exporter);
     eprintln!("foundation steps in {:.1}s", started.elapsed().as_secs_f64());
     failover::run(&exporter);
+    bundle_check::check(&prometheus, &exporter, prometheus_start);
     eprintln!("all steps in {:.1}s", started.elapsed().as_secs_f64());
 }
 

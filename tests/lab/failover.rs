@@ -10,6 +10,8 @@ use crate::support::writer::Writer;
 use crate::support::*;
 use crate::SCOPE;
 
+const QUORUM_LOSS_HELD: Duration = Duration::from_secs(110);
+
 fn verdict(m: &Metrics) -> String {
     let on: Vec<String> = m
         .find("pgha_cluster_verdict", &[("scope", SCOPE)])
@@ -164,6 +166,7 @@ pub fn run(exporter: &Exporter) {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(verdict(&exporter.scrape()), "healthy", "quorum holds with two of three");
     lab(&["stop", "etcd2"]);
+    let lost_at = Instant::now();
     wait_verdict(exporter, "dcs_quorum_lost", Duration::from_secs(10));
     let m = wait_until("read-only once Patroni demotes the primary", Duration::from_secs(40), || {
         let m = exporter.scrape();
@@ -171,6 +174,10 @@ pub fn run(exporter: &Exporter) {
     });
     assert_eq!(verdict(&m), "dcs_quorum_lost", "quorum loss takes precedence over read-only");
     assert_eq!(condition(&m, "dcs_quorum_lost"), 1.0);
+    // Long enough for the alerts on it (`for` up to 1 m, 15 s scrapes and evaluations) to fire
+    // in the Prometheus watching this run.
+    std::thread::sleep(QUORUM_LOSS_HELD.saturating_sub(lost_at.elapsed()));
+    assert_eq!(verdict(&exporter.scrape()), "dcs_quorum_lost");
     lab(&["start", "etcd1", "etcd2"]);
     wait_verdict(exporter, "healthy", Duration::from_secs(60));
 

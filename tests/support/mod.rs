@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod bundle;
+pub mod prometheus;
 pub mod writer;
 
 use std::collections::BTreeMap;
