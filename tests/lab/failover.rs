@@ -186,7 +186,9 @@ pub fn run(exporter: &Exporter) {
     lab(&["stop", "haproxy"]);
     let m = wait_verdict(exporter, "entry_point_down", Duration::from_secs(5));
     assert_eq!(m.get("pgha_member_postgres_writable", &[("scope", SCOPE), ("member", &leader)]), Some(1.0));
-    assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(0.0));
+    wait_until("writes through HAProxy fail", Duration::from_secs(3), || {
+        (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(0.0)).then_some(())
+    });
     lab(&["start", "haproxy"]);
     wait_verdict(exporter, "healthy", Duration::from_secs(20));
 
