@@ -291,7 +291,7 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
     for (instance, reading) in &data.haproxy {
         let Some(stats) = &reading.stats else { continue };
         for b in &stats.backends {
-            let labels = l(&[("scope", scope), ("instance", instance), ("backend", &b.name), ("route", reading.route(&b.name).as_str())]);
+            let labels = l(&[("scope", scope), ("haproxy", instance), ("backend", &b.name), ("route", reading.route(&b.name).as_str())]);
             f.flag("pgha_haproxy_backend_up", "1 if HAProxy reports the backend UP (some server is up).", labels.clone(), b.up);
             if let Some(act) = b.active_servers {
                 f.gauge("pgha_haproxy_backend_active_servers", "Active servers UP in the backend.", labels, act as f64);
@@ -301,7 +301,7 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
             let member = member_of(s, &members).unwrap_or_default();
             let labels = l(&[
                 ("scope", scope),
-                ("instance", instance),
+                ("haproxy", instance),
                 ("backend", &s.backend),
                 ("server", &s.name),
                 ("member", &member),
@@ -544,10 +544,10 @@ mod tests {
         assert!(t.contains("pgha_source_errors_total{scope=\"demo\",source=\"patroni\",target=\"node3\",kind=\"connect\"} 1"));
         assert!(t.contains("pgha_source_errors_total{scope=\"demo\",source=\"patroni\",target=\"node1\",kind=\"timeout\"} 0"), "zero-initialised");
         assert!(t.contains(
-            "pgha_haproxy_server_up{scope=\"demo\",instance=\"haproxy\",backend=\"replicas\",server=\"node3\",member=\"node3\",route=\"replicas\"} 0"
+            "pgha_haproxy_server_up{scope=\"demo\",haproxy=\"haproxy\",backend=\"replicas\",server=\"node3\",member=\"node3\",route=\"replicas\"} 0"
         ));
         assert!(t.contains(
-            "pgha_haproxy_server_up{scope=\"demo\",instance=\"haproxy\",backend=\"primary\",server=\"node1\",member=\"node1\",route=\"primary\"} 1"
+            "pgha_haproxy_server_up{scope=\"demo\",haproxy=\"haproxy\",backend=\"primary\",server=\"node1\",member=\"node1\",route=\"primary\"} 1"
         ));
         assert!(t.contains("# TYPE pgha_build info"));
         assert!(t.ends_with("# EOF\n"));

@@ -54,6 +54,7 @@ fn exporter_tells_the_truth_about_the_lab() {
 
     let started = Instant::now();
     healthy(&exporter);
+    discovery_from_one_patroni_url();
     second_cluster_is_down_without_disturbing_the_first(&exporter);
     replica_stopped(&exporter);
     heal(&exporter);
@@ -133,6 +134,22 @@ fn healthy(exporter: &Exporter) {
         assert!(age < 2.0, "{source} snapshot is {age}s old");
     }
     assert!(m.get("process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+}
+
+/// Without etcd, one Patroni URL is enough to find every member and their addresses.
+fn discovery_from_one_patroni_url() {
+    let log = std::env::temp_dir().join(format!("pgha-it-rest-only-{}.log", std::process::id()));
+    let rest_only = Exporter::start(
+        &format!("clusters:\n  - scope: {SCOPE}\n    patroni:\n      discovery_urls: [\"http://127.0.0.22:18008\"]\n"),
+        &log,
+    );
+    let m = wait_until("all members found from one Patroni URL", Duration::from_secs(10), || {
+        let m = rest_only.scrape();
+        (m.find("pgha_patroni_member_up", &[("scope", SCOPE)]).iter().filter(|s| s.value == 1.0).count() == 3).then_some(m)
+    });
+    assert_eq!(m.leader(SCOPE), patronictl_leader());
+    let addresses: Vec<String> = m.find("pgha_patroni_member_info", &[("scope", SCOPE)]).iter().map(|s| s.labels["postgres"].clone()).collect();
+    assert_eq!(addresses, ["127.0.0.21:15432", "127.0.0.22:15432", "127.0.0.23:15432"]);
 }
 
 fn second_cluster_is_down_without_disturbing_the_first(exporter: &Exporter) {

@@ -272,7 +272,7 @@ impl HaproxyPoller {
                     let member = member_of(server, &members);
                     let route = if server.backend == self.primary_backend { "primary" } else if server.backend == self.replicas_backend { "replicas" } else { "other" };
                     let kind = if up { EventKind::HaproxyServerUp } else { EventKind::HaproxyServerDown };
-                    let detail = format!("route={route} instance={} backend={} server={} check={}", self.name, server.backend, server.name, server.check_status);
+                    let detail = format!("route={route} haproxy={} backend={} server={} check={}", self.name, server.backend, server.name, server.check_status);
                     self.state.event(kind, member.as_deref(), detail, Instant::now());
                 }
             }

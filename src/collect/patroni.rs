@@ -454,10 +454,9 @@ impl PatroniPoller {
         for (kind, member, detail) in events {
             self.state.event(kind, Some(&member), detail, now);
         }
-        if !self.discover_from_cluster {
-            // The leader key comes from etcd's watch.
-        } else {
-            // No etcd: the leader by the members' own answers stands in for the leader key.
+        // With etcd, the leader key's changes come from its watch; without, the leader by the
+        // members' own answers stands in for it.
+        if self.discover_from_cluster {
             let leader = summarize(&self.state.read().patroni, None).leader().map(str::to_string);
             let known = self.state.read().timeline.leader.clone();
             if let Some(l) = leader.filter(|l| Some(l) != known.as_ref()) {
