@@ -96,7 +96,46 @@ fn expect_failover(exporter: &Exporter, writer: &Writer, kind: &str, before: f64
     m
 }
 
+/// A probe role that may not create the probe table stops the exporter at start, with the SQL
+/// to run.
+fn role_without_privileges_gets_the_sql(exporter: &Exporter) {
+    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    let ip = format!("127.0.0.2{}", &leader[4..]);
+    let create = "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgha_noperm') \
+                  THEN CREATE ROLE pgha_noperm LOGIN PASSWORD 'noperm'; END IF; END $$";
+    let out = Command::new("psql")
+        .args(["-X", "-h", &ip, "-p", "15432", "-U", "postgres", "-d", "app", "-c", create])
+        .env("PGPASSWORD", "lab-postgres")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = std::env::temp_dir().join(format!("pgha-it-noperm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("password"), "noperm\n").unwrap();
+    let config = format!(
+        "clusters:\n  - scope: {SCOPE}\n    patroni: {{discovery_urls: ['http://{ip}:18008']}}\n    probes:\n      \
+         user: pgha_noperm\n      password: {{file: {}}}\n      database: app\n      schema: pgha_denied\n      \
+         primary: 127.0.0.31:15000\n",
+        dir.join("password").display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let err_path = dir.join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
+        .args(["--config.file", dir.join("config.yml").to_str().unwrap(), "--web.listen-address", &format!("127.0.0.1:{}", free_port())])
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed (by its pid) if it does not stop by itself.
+    let mut exporter = Exporter { child, addr: "127.0.0.1:1".parse().unwrap() };
+    let status = wait_until("the exporter refuses to start", Duration::from_secs(20), || exporter.child.try_wait().unwrap());
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("CREATE SCHEMA IF NOT EXISTS pgha_denied"), "{err}");
+    assert!(err.contains("GRANT SELECT, INSERT, DELETE ON pgha_denied.heartbeat TO pgha_noperm"), "{err}");
+}
+
 pub fn run(exporter: &Exporter) {
+    role_without_privileges_gets_the_sql(exporter);
     let writer = Writer::start();
     let started = Instant::now();
     wait_until("the independent writer commits", Duration::from_secs(10), || (writer.successes_since(started) > 5).then_some(()));
