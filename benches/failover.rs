@@ -1,7 +1,8 @@
 //! Failover bench (outside CI): `cargo bench --bench failover` (root, Debian packages as for
 //! the tests). Brings the lab up, runs the exporter with probes at 100 ms and an independent
 //! writer at 50 ms, and for each kind of failover, several times, prints the exporter's measured
-//! write downtime next to the writer's. BENCH_ROUNDS sets the rounds per kind (default 3).
+//! write downtime next to the writer's. BENCH_ROUNDS sets the rounds per kind (default 3),
+//! BENCH_KINDS which kinds (default sigterm,sigkill,switchover,sigstop).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -34,6 +35,7 @@ fn failovers(m: &Metrics) -> f64 {
 
 fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let kinds = std::env::var("BENCH_KINDS").unwrap_or_else(|_| "sigterm,sigkill,switchover,sigstop".into());
     let log = std::env::temp_dir().join("pgha-bench-exporter.log");
     let _lab = LabGuard::up(log.clone());
     let exporter = Exporter::start(CONFIG, &log);
@@ -41,7 +43,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     println!("{:<12} {:>5} {:>14} {:>14} {:>10}", "kind", "round", "exporter (s)", "writer (s)", "diff (s)");
     let mut worst: f64 = 0.0;
-    for kind in ["sigterm", "sigkill", "switchover", "sigstop"] {
+    for kind in kinds.split(',') {
         for round in 1..=rounds {
             lab(&["heal", "120"]);
             std::thread::sleep(Duration::from_secs(2));
