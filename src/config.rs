@@ -151,7 +151,7 @@ pub struct EtcdConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HaproxyConfig {
-    /// Name of this instance: the `instance` label. Default `haproxy`.
+    /// Name of this instance: the `haproxy` label. Default `haproxy`.
     #[serde(default = "default_haproxy_name")]
     pub name: String,
     /// URL of the stats page in CSV form, e.g. `http://10.0.0.5:7000/;csv`.

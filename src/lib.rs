@@ -102,6 +102,7 @@ pub fn start(config: &Config) -> Result<Vec<Arc<ClusterState>>, ConfigError> {
                 timeout: h.timeout,
                 max_body_bytes: config.max_body_bytes,
                 auth: auth(&format!("clusters[{i}].haproxy[{j}].basic_auth.password"), &h.basic_auth)?,
+                last_good: None,
             };
             tokio::spawn(poller.run());
         }

@@ -31,12 +31,23 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// Boot time and the fd limit do not change while we run: read once.
 fn boot_time() -> Option<u64> {
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(read_boot_time)
+}
+
+fn read_boot_time() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
 fn max_fds() -> Option<f64> {
+    static MAX: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *MAX.get_or_init(read_max_fds)
+}
+
+fn read_max_fds() -> Option<f64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()

@@ -203,37 +203,47 @@ impl ClusterState {
         duration: Duration,
         outcome: Result<(), (ErrorKind, String)>,
     ) {
-        let mut data = self.write();
-        let health = data.health.entry((source, target.to_string())).or_default();
-        let was_up = health.up;
-        let first = health.last_poll.is_none();
-        health.last_duration = duration;
-        health.last_poll = Some(Instant::now());
-        match outcome {
-            Ok(()) => {
-                health.up = true;
-                health.last_error = None;
-                if !was_up && !first {
-                    tracing::info!(scope = %self.scope, source = source.as_str(), target, "target is back up");
+        // What to log is decided under the lock and logged after it: a slow stderr must not
+        // hold up /metrics or the other loops.
+        let log: Option<Result<(), (ErrorKind, String)>> = {
+            let mut data = self.write();
+            // A Patroni member forgotten by discovery while its poll was in flight stays gone.
+            if source == Source::Patroni && !data.members.contains_key(target) {
+                return;
+            }
+            let health = data.health.entry((source, target.to_string())).or_default();
+            let was_up = health.up;
+            let first = health.last_poll.is_none();
+            health.last_duration = duration;
+            health.last_poll = Some(Instant::now());
+            match outcome {
+                Ok(()) => {
+                    health.up = true;
+                    health.last_error = None;
+                    (!was_up && !first).then_some(Ok(()))
+                }
+                Err((kind, message)) => {
+                    health.up = false;
+                    health.errors[kind.index()] += 1;
+                    let changed = was_up || first || health.last_error.as_deref() != Some(message.as_str());
+                    health.last_error = Some(message.clone());
+                    changed.then_some(Err((kind, message)))
                 }
             }
-            Err((kind, message)) => {
-                health.up = false;
-                health.errors[kind.index()] += 1;
-                if was_up || first || health.last_error.as_deref() != Some(message.as_str()) {
-                    tracing::warn!(scope = %self.scope, source = source.as_str(), target,
-                        kind = kind.as_str(), error = %message, "target poll failed");
-                }
-                health.last_error = Some(message);
-            }
+        };
+        match log {
+            Some(Ok(())) => tracing::info!(scope = %self.scope, source = source.as_str(), target, "target is back up"),
+            Some(Err((kind, message))) => tracing::warn!(scope = %self.scope, source = source.as_str(), target,
+                kind = kind.as_str(), error = %message, "target poll failed"),
+            None => {}
         }
     }
 
     /// Records an event (and advances the failover timeline).
     pub fn event(&self, kind: EventKind, member: Option<&str>, detail: impl Into<String>, at: Instant) {
         let detail = detail.into();
+        self.write().timeline.event(&self.scope, kind, member, detail.clone(), at);
         tracing::info!(scope = %self.scope, event = ?kind, member = member.unwrap_or(""), %detail, "event");
-        self.write().timeline.event(&self.scope, kind, member, detail, at);
     }
 
     pub fn finish_round(&self, source: Source) {

@@ -188,12 +188,6 @@ impl Pending {
         }
     }
 
-    fn complete(&self) -> bool {
-        self.steps[Step::LeaderKeyAcquired.index()].is_some()
-            && self.steps[Step::HaproxyRouted.index()].is_some()
-            && self.steps[Step::NewPrimaryWritable.index()].is_some()
-            && self.steps[Step::FirstWriteOk.index()].is_some()
-    }
 }
 
 /// What the tracker knows of the sources a cluster has: a step that no source can see is not
@@ -308,6 +302,10 @@ impl Tracker {
                     self.leader = Some(new);
                     return;
                 }
+                if self.pending.as_ref().is_some_and(|p| p.new_leader.is_some()) {
+                    // A second leader change before the first closed (A -> B -> C): two failovers.
+                    self.close_pending(scope, at);
+                }
                 let last_write = self.write_outage_since.or(self.last_write_ok);
                 let old = self.leader.clone();
                 let p = self.pending.get_or_insert_with(|| Pending::new(old, at));
@@ -324,7 +322,9 @@ impl Tracker {
                 }
                 self.leader_recovered(member);
             }
-            EventKind::MemberReachable | EventKind::BecamePrimary => self.leader_recovered(member),
+            // Back as a replica (it demoted while silent) is no recovery of the leader.
+            EventKind::MemberReachable if detail.contains("as primary") => self.leader_recovered(member),
+            EventKind::BecamePrimary => self.leader_recovered(member),
             EventKind::HaproxyServerUp | EventKind::HaproxyServerDown => {
                 self.haproxy_transitions += 1;
                 if kind == EventKind::HaproxyServerUp && detail.starts_with("route=primary") {
@@ -385,22 +385,22 @@ impl Tracker {
 
     fn maybe_close(&mut self, scope: &str, now: Instant) {
         let Some(p) = &self.pending else { return };
-        let waited = now.saturating_duration_since(p.opened);
-        if p.new_leader.is_none() {
-            if waited > LOST_LEADER_FORGET {
+        let Some(acquired) = p.steps[Step::LeaderKeyAcquired.index()] else {
+            if now.saturating_duration_since(p.opened) > LOST_LEADER_FORGET {
                 self.pending = None;
             }
             return;
+        };
+        let seen_all = (!self.sees.haproxy || p.steps[Step::HaproxyRouted.index()].is_some())
+            && (!self.sees.direct_probe || p.steps[Step::NewPrimaryWritable.index()].is_some())
+            && (!self.sees.write_probe || p.steps[Step::FirstWriteOk.index()].is_some());
+        if seen_all || now.saturating_duration_since(acquired) >= FAILOVER_COMPLETION {
+            self.close_pending(scope, now);
         }
-        let seen_all = p.complete()
-            || (p.steps[Step::LeaderKeyAcquired.index()].is_some()
-                && (!self.sees.haproxy || p.steps[Step::HaproxyRouted.index()].is_some())
-                && (!self.sees.direct_probe || p.steps[Step::NewPrimaryWritable.index()].is_some())
-                && (!self.sees.write_probe || p.steps[Step::FirstWriteOk.index()].is_some()));
-        if !seen_all && waited < FAILOVER_COMPLETION {
-            return;
-        }
-        let p = self.pending.take().unwrap();
+    }
+
+    fn close_pending(&mut self, scope: &str, now: Instant) {
+        let Some(p) = self.pending.take() else { return };
         let failover = self.close(p);
         let detail = format!(
             "{} -> {}, {}, write downtime {}",
@@ -554,7 +554,7 @@ mod tests {
         let mut t = Tracker::new(sees_all());
         t.set_initial_leader(Some("a".into()));
         t.event("s", EventKind::MemberUnreachable, Some("a"), String::new(), at(t0, 0));
-        t.event("s", EventKind::MemberReachable, Some("a"), String::new(), at(t0, 3000));
+        t.event("s", EventKind::MemberReachable, Some("a"), "REST API answers again as primary".into(), at(t0, 3000));
         // A real failover later must not inherit the hang's detection time.
         t.event("s", EventKind::PostgresUnreachable, Some("a"), String::new(), at(t0, 10_000));
         t.event("s", EventKind::LeaderKeyAcquired, Some("b"), String::new(), at(t0, 12_000));
@@ -562,6 +562,31 @@ mod tests {
         let f = t.last.expect("closed");
         assert_eq!(f.step_at[Step::OldLeaderLost.index()], Some(at(t0, 10_000)));
         assert_eq!(t.unplanned_total, 1);
+    }
+
+    #[test]
+    fn completion_window_counts_from_the_new_leader_and_two_changes_are_two_failovers() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(sees_all());
+        t.set_initial_leader(Some("a".into()));
+        // The leader is lost long before anyone takes the key (a DCS outage).
+        t.event("s", EventKind::PostgresUnreachable, Some("a"), String::new(), at(t0, 0));
+        t.event("s", EventKind::LeaderKeyAcquired, Some("b"), String::new(), at(t0, 100_000));
+        assert!(t.last.is_none(), "still waiting for b's other steps");
+        t.event("s", EventKind::PostgresWritable, Some("b"), String::new(), at(t0, 100_200));
+        // Before b's failover closed, c takes over.
+        t.event("s", EventKind::LeaderKeyAcquired, Some("c"), String::new(), at(t0, 110_000));
+        assert_eq!(t.last.as_ref().map(|f| f.new_leader.as_str()), Some("b"));
+        t.tick("s", at(t0, 171_000));
+        let f = t.last.clone().unwrap();
+        assert_eq!((f.old_leader.as_deref(), f.new_leader.as_str()), (Some("b"), "c"));
+        assert_eq!(t.unplanned_total, 2);
+        // A leader back as a replica after a silence is no recovery.
+        t.event("s", EventKind::MemberUnreachable, Some("c"), String::new(), at(t0, 200_000));
+        t.event("s", EventKind::MemberReachable, Some("c"), "REST API answers again as replica".into(), at(t0, 201_000));
+        t.event("s", EventKind::LeaderKeyAcquired, Some("d"), String::new(), at(t0, 202_000));
+        t.tick("s", at(t0, 263_000));
+        assert_eq!(t.last.unwrap().step_at[Step::OldLeaderLost.index()], Some(at(t0, 200_000)));
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! acquisition at the moment etcd applies them, not at the next poll.
 //!
 //! The client requires a leader: a watch on a member that lost quorum fails instead of waiting
-//! silently, and the watcher moves on to the next endpoint. Patroni rewrites its member keys
-//! every loop, so a watch that stays silent for long is stuck (a frozen member): it is dropped
-//! too.
+//! silently, and the watcher moves on to the next endpoint, resuming after the last revision it
+//! saw. A watch silent for a while is asked for progress; one that does not answer even that is
+//! stuck (a frozen member) and is dropped too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,8 @@ use crate::config::Secret;
 use crate::state::ClusterState;
 use crate::timeline::EventKind;
 
-/// A watch with no event for this long is considered stuck.
+/// A watch with no event for this long is asked for progress; with no answer after as long
+/// again, it is stuck.
 const SILENCE: Duration = Duration::from_secs(5);
 /// Pause between attempts when no endpoint would take a watch.
 const RETRY: Duration = Duration::from_millis(200);
@@ -29,12 +30,14 @@ pub struct DcsWatch {
     pub prefix: String,
     /// The leader key's holder as last seen, to tell a real change from a rewrite.
     holder: Option<String>,
+    /// The last revision seen: a new watch resumes after it, so nothing in between is lost.
+    revision: Option<i64>,
 }
 
 impl DcsWatch {
     pub fn new(state: Arc<ClusterState>, endpoints: Vec<String>, timeout: Duration, credentials: Option<(String, Secret)>, namespace: &str) -> Self {
         let prefix = format!("{}/{}/", namespace.trim_end_matches('/'), state.scope);
-        Self { state, endpoints, timeout, credentials, prefix, holder: None }
+        Self { state, endpoints, timeout, credentials, prefix, holder: None, revision: None }
     }
 
     pub async fn run(mut self) {
@@ -86,29 +89,55 @@ impl DcsWatch {
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        // Linearizable: only a member with quorum answers, so the holder read is current.
-        let got = tokio::time::timeout(self.timeout, client.get(self.leader_key(), None::<GetOptions>))
-            .await
-            .map_err(|_| "get timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let revision = got.header().map(|h| h.revision()).unwrap_or(0);
-        let holder = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-        self.holder_is(holder, Instant::now(), initial);
-
-        let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(revision + 1);
+        let start = match self.revision {
+            // Resume: the events missed while reconnecting come first, in order.
+            Some(r) => r + 1,
+            None => {
+                // Linearizable: only a member with quorum answers, so the holder read is current.
+                let got = tokio::time::timeout(self.timeout, client.get(self.leader_key(), None::<GetOptions>))
+                    .await
+                    .map_err(|_| "get timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                let revision = got.header().map(|h| h.revision()).unwrap_or(0);
+                let holder = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                self.holder_is(holder, Instant::now(), initial);
+                self.revision = Some(revision);
+                revision + 1
+            }
+        };
+        let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start);
         let mut stream = tokio::time::timeout(self.timeout, client.watch(self.prefix.clone(), Some(options)))
             .await
             .map_err(|_| "watch timed out".to_string())?
             .map_err(|e| e.to_string())?;
+        let mut progress_asked = false;
         loop {
             let message = match tokio::time::timeout(SILENCE, stream.message()).await {
-                Err(_) => return Err(format!("no event for {SILENCE:?}")),
+                // A quiet cluster is fine; a member that cannot even answer a progress request
+                // is stuck.
+                Err(_) if !progress_asked => {
+                    progress_asked = true;
+                    tokio::time::timeout(self.timeout, stream.request_progress())
+                        .await
+                        .map_err(|_| "progress request timed out".to_string())?
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                }
+                Err(_) => return Err(format!("no answer for {SILENCE:?} after a progress request")),
                 Ok(Err(e)) => return Err(e.to_string()),
                 Ok(Ok(None)) => return Err("watch closed".into()),
                 Ok(Ok(Some(m))) => m,
             };
+            progress_asked = false;
             if message.canceled() {
+                // Compacted past our revision: start over from a fresh read.
+                if message.compact_revision() > 0 {
+                    self.revision = None;
+                }
                 return Err(format!("watch canceled: {}", message.cancel_reason()));
+            }
+            if let Some(r) = message.header().map(|h| h.revision()).filter(|r| *r > 0) {
+                self.revision = Some(self.revision.map_or(r, |old| old.max(r)));
             }
             let at = Instant::now();
             for event in message.events() {

@@ -194,6 +194,16 @@ pub enum Route {
 }
 
 impl Route {
+    pub fn of(backend: &str, primary_backend: &str, replicas_backend: &str) -> Route {
+        if backend == primary_backend {
+            Route::Primary
+        } else if backend == replicas_backend {
+            Route::Replicas
+        } else {
+            Route::Other
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Primary => "primary",
@@ -213,13 +223,7 @@ pub struct HaproxyReading {
 
 impl HaproxyReading {
     pub fn route(&self, backend: &str) -> Route {
-        if backend == self.primary_backend {
-            Route::Primary
-        } else if backend == self.replicas_backend {
-            Route::Replicas
-        } else {
-            Route::Other
-        }
+        Route::of(backend, &self.primary_backend, &self.replicas_backend)
     }
 }
 
@@ -234,10 +238,13 @@ pub struct HaproxyPoller {
     pub timeout: Duration,
     pub max_body_bytes: usize,
     pub auth: Option<HttpAuth>,
+    /// The last stats read successfully: transitions are found against it, so a change across
+    /// a failed poll is not lost.
+    pub last_good: Option<Stats>,
 }
 
 impl HaproxyPoller {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         self.state.register_target(Source::Haproxy, &self.name);
         let mut tick = ticker(self.interval);
         loop {
@@ -246,7 +253,7 @@ impl HaproxyPoller {
         }
     }
 
-    pub async fn round(&self) {
+    pub async fn round(&mut self) {
         let started = Instant::now();
         let result = match get_capped(&self.client, &self.stats_url, self.timeout, self.max_body_bytes, self.auth.as_ref()).await {
             Ok(body) => parse_stats_csv(&String::from_utf8_lossy(&body)),
@@ -264,18 +271,20 @@ impl HaproxyPoller {
             }
         };
         if let Some(new) = &stats {
-            let previous = self.state.read().haproxy.get(&self.name).and_then(|r| r.stats.clone());
-            if let Some(old) = previous {
+            if let Some(old) = &self.last_good {
                 let members: BTreeMap<String, Option<String>> =
                     self.state.read().members.iter().map(|(n, m)| (n.clone(), m.postgres.clone())).collect();
-                for (server, up) in server_transitions(&old, new) {
+                for (server, up) in server_transitions(old, new) {
                     let member = member_of(server, &members);
-                    let route = if server.backend == self.primary_backend { "primary" } else if server.backend == self.replicas_backend { "replicas" } else { "other" };
+                    let route = Route::of(&server.backend, &self.primary_backend, &self.replicas_backend).as_str();
                     let kind = if up { EventKind::HaproxyServerUp } else { EventKind::HaproxyServerDown };
                     let detail = format!("route={route} haproxy={} backend={} server={} check={}", self.name, server.backend, server.name, server.check_status);
                     self.state.event(kind, member.as_deref(), detail, Instant::now());
                 }
             }
+        }
+        if stats.is_some() {
+            self.last_good = stats.clone();
         }
         let reading = HaproxyReading {
             stats,

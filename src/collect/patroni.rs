@@ -374,7 +374,7 @@ pub fn member_events(name: &str, before: Option<&MemberStatus>, after: Option<&M
     let primary = |s: Option<&MemberStatus>| s.is_some_and(|s| s.role == Role::Primary);
     match (before, after) {
         (Some(_), None) => events.push((EventKind::MemberUnreachable, name.to_string(), "REST API stopped answering".to_string())),
-        (None, Some(_)) => events.push((EventKind::MemberReachable, name.to_string(), "REST API answers again".to_string())),
+        (None, Some(a)) => events.push((EventKind::MemberReachable, name.to_string(), format!("REST API answers again as {}", a.role.as_str()))),
         _ => {}
     }
     if let (Some(b), Some(a)) = (before, after) {

@@ -111,7 +111,10 @@ async fn probe_member(config: &ProbeConfig, addr: &str, conn: &mut Option<Connec
     }
     let client = &conn.as_ref().expect("connected above").client;
     let in_recovery: bool = match within(remaining(), client.query_one("SELECT pg_is_in_recovery()", &[])).await {
-        Ok(row) => row.get(0),
+        Ok(row) => match row.try_get(0) {
+            Ok(r) => r,
+            Err(_) => return failed(FailureReason::Other, true, None),
+        },
         Err(f) => {
             *conn = None;
             return failed(f, false, None);
@@ -120,10 +123,19 @@ async fn probe_member(config: &ProbeConfig, addr: &str, conn: &mut Option<Connec
     if in_recovery {
         return Outcome { up: true, in_recovery: Some(true), writable: false, failure: None };
     }
-    if let Err(e) = ensure_table(client, config, remaining()).await {
-        tracing::warn!(error = %e, "direct probe setup");
-        return failed(FailureReason::Other, true, Some(false));
+    if !conn.as_ref().is_some_and(|c| c.table_ready) {
+        if let Err(e) = ensure_table(client, config, remaining()).await {
+            tracing::warn!(error = %e, "direct probe setup");
+            return failed(FailureReason::Other, true, Some(false));
+        }
     }
+    let client = match conn.as_mut() {
+        Some(c) => {
+            c.table_ready = true;
+            &c.client
+        }
+        None => return failed(FailureReason::Other, false, None),
+    };
     let sql = format!("INSERT INTO {}.heartbeat (probe_id, seq, written_at) VALUES ($1, $2, $3)", config.schema);
     let keep_from = seq - 1000;
     let prune = format!("DELETE FROM {}.heartbeat WHERE probe_id = $1 AND seq < $2", config.schema);

@@ -230,6 +230,8 @@ impl ProbeStats {
 /// when the returned handle is dropped (a frozen server must not keep it alive).
 pub struct Connection {
     pub client: tokio_postgres::Client,
+    /// The probe table was found or created on this connection's server.
+    pub table_ready: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -257,7 +259,7 @@ pub async fn connect(config: &ProbeConfig, host: &str, port: u16, deadline: Dura
             let task = tokio::spawn(async move {
                 let _ = connection.await;
             });
-            Ok(Connection { client, task })
+            Ok(Connection { client, table_ready: false, task })
         }
     }
 }
@@ -312,7 +314,7 @@ pub async fn ensure_table(client: &tokio_postgres::Client, config: &ProbeConfig,
         .await
         .map_err(|_| SetupError::Failed("timed out".into()))?
         .map_err(|e| SetupError::Failed(e.to_string()))?;
-    if exists.get::<_, bool>(0) {
+    if exists.try_get::<_, bool>(0).unwrap_or(false) {
         return Ok(());
     }
     let sql = setup_sql(&config.schema);

@@ -77,7 +77,12 @@ impl WriteProbe {
         if self.conn.is_none() {
             let conn = connect(&self.config, &self.host, self.port, deadline).await?;
             if let Err(e) = ensure_table(&conn.client, &self.config, deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1))).await {
-                tracing::error!(scope = %self.state.scope, error = %e, "write probe setup");
+                // A missing privilege is worth an error; a setup that failed because the
+                // server is going away is just this attempt's failure.
+                match &e {
+                    super::SetupError::NotAllowed { .. } => tracing::error!(scope = %self.state.scope, error = %e, "write probe setup"),
+                    super::SetupError::Failed(_) => tracing::debug!(scope = %self.state.scope, error = %e, "write probe setup"),
+                }
                 return Err(FailureReason::Other);
             }
             self.conn = Some(conn);
@@ -171,7 +176,7 @@ impl WriteProbe {
         let deadline = self.config.timeout.max(Duration::from_secs(2));
         match within(deadline, conn.client.query(&sql, &[&self.probe_id, &expected])).await {
             Ok(rows) => {
-                let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+                let present: std::collections::HashSet<i64> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
                 let lost: Vec<i64> = expected.iter().copied().filter(|s| !present.contains(s)).collect();
                 if !lost.is_empty() {
                     self.acked.retain(|(s, _)| !lost.contains(s));
