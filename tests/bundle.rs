@@ -19,19 +19,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every panel, rows' nested panels included.
-fn all_panels(d: &Value) -> Vec<&Value> {
-    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
-        for p in list.as_array().into_iter().flatten() {
-            out.push(p);
-            walk(&p["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&d["panels"], &mut out);
-    out
-}
-
 fn uses_datasource_variable(v: &Value) -> bool {
     v["uid"] == DS && v["type"] == "prometheus"
 }
@@ -96,7 +83,7 @@ fn check_dashboard(name: &str, d: &Value) -> Vec<String> {
         }
     }
 
-    let panels = all_panels(d);
+    let panels = bundle::panels(d);
     let mut ids = BTreeSet::new();
     let mut boxes: Vec<(String, i64, i64, i64, i64)> = Vec::new();
     for p in &panels {

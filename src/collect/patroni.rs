@@ -499,7 +499,11 @@ impl PatroniPoller {
             let known: Vec<String> = data.members.keys().cloned().collect();
             data.patroni.retain(|n, _| known.contains(n));
         }
-        self.state.finish_round(Source::Patroni);
+        // A round with no member to poll (discovery has not answered yet) is no snapshot: the
+        // exporter is not ready and the verdict stays unknown until one is.
+        if !members.is_empty() {
+            self.state.finish_round(Source::Patroni);
+        }
     }
 }
 

@@ -37,7 +37,7 @@ fn dashboards() -> Vec<serde_json::Value> {
 }
 
 /// Every panel of a dashboard, rows' nested panels included, in order.
-fn panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+pub fn panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
     fn walk<'a>(list: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
         for p in list.as_array().into_iter().flatten() {
             out.push(p);
