@@ -73,7 +73,8 @@ fn main() {
                 let m = exporter.scrape();
                 (failovers(&m) > before).then_some(m)
             });
-            let theirs = wait_until("the writer's outage end", Duration::from_secs(10), || writer.outage_after(fault_at));
+            let theirs =
+                wait_until("the writer's outage end", Duration::from_secs(10), || writer.outage_after(fault_at));
             let ours = m.get("pgha_last_failover_write_downtime_seconds", &[("scope", "demo")]).unwrap_or(f64::NAN);
             let diff = ours - theirs.as_secs_f64();
             worst = worst.max(diff.abs());

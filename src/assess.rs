@@ -44,8 +44,17 @@ impl Conditions {
     }
 }
 
-pub const VERDICTS: [&str; 9] =
-    ["entry_point_down", "split_brain", "dcs_quorum_lost", "read_only", "no_leader", "no_replica", "degraded", "healthy", "unknown"];
+pub const VERDICTS: [&str; 9] = [
+    "entry_point_down",
+    "split_brain",
+    "dcs_quorum_lost",
+    "read_only",
+    "no_leader",
+    "no_replica",
+    "degraded",
+    "healthy",
+    "unknown",
+];
 
 pub fn verdict(c: &Conditions) -> &'static str {
     if c.unknown {
@@ -84,11 +93,9 @@ pub fn assess(data: &ClusterData) -> Conditions {
     let quorum_lost = data.etcd.as_ref().is_some_and(|e| !e.quorum().holds);
 
     // The DCS's leader: the leader key when it could be read, else Patroni's /cluster view.
-    let dcs_leader = data
-        .etcd
-        .as_ref()
-        .and_then(|e| e.leader_key.as_ref().map(|k| k.holder.clone()))
-        .or_else(|| data.dcs_view.as_ref().and_then(|v| v.members.iter().find(|m| m.role == Role::Primary)).map(|m| m.name.clone()));
+    let dcs_leader = data.etcd.as_ref().and_then(|e| e.leader_key.as_ref().map(|k| k.holder.clone())).or_else(|| {
+        data.dcs_view.as_ref().and_then(|v| v.members.iter().find(|m| m.role == Role::Primary)).map(|m| m.name.clone())
+    });
     let dcs_leader_demoted =
         dcs_leader.as_deref().and_then(own).is_some_and(|s| s.state.is_running() && s.role != Role::Primary);
     let write = data.probes.write.as_ref();
@@ -141,10 +148,16 @@ mod tests {
             let status = std::fs::read(path).ok().map(|b| parse_status(&b).unwrap());
             d.patroni.insert(n.into(), MemberReading { status });
         }
-        if let Ok(csv) = std::fs::read_to_string(format!("{}/tests/fixtures/{dir}/haproxy.csv", env!("CARGO_MANIFEST_DIR"))) {
+        if let Ok(csv) =
+            std::fs::read_to_string(format!("{}/tests/fixtures/{dir}/haproxy.csv", env!("CARGO_MANIFEST_DIR")))
+        {
             d.haproxy.insert(
                 "h".into(),
-                HaproxyReading { stats: Some(parse_stats_csv(&csv).unwrap()), primary_backend: "primary".into(), replicas_backend: "replicas".into() },
+                HaproxyReading {
+                    stats: Some(parse_stats_csv(&csv).unwrap()),
+                    primary_backend: "primary".into(),
+                    replicas_backend: "replicas".into(),
+                },
             );
         }
         d
@@ -173,7 +186,11 @@ mod tests {
     #[test]
     fn quorum_loss_then_demotion_reads_as_quorum_lost_with_read_only_set() {
         let mut d = data("etcd-quorum-lost");
-        let view = std::fs::read(format!("{}/tests/fixtures/etcd-quorum-lost/cluster-from-node1.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let view = std::fs::read(format!(
+            "{}/tests/fixtures/etcd-quorum-lost/cluster-from-node1.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         d.dcs_view = Some(crate::collect::patroni::parse_cluster(&view).unwrap());
         d.probes.write = Some(probe(false, Some(FailureReason::ClosedConnection)));
         let mut etcd = crate::collect::etcd::EtcdReading { member_count: 3, ..Default::default() };
@@ -211,7 +228,11 @@ mod tests {
         d.patroni.get_mut("node1").unwrap().status.as_mut().unwrap().role = Role::Replica;
         let mut etcd = crate::collect::etcd::EtcdReading {
             member_count: 3,
-            leader_key: Some(crate::collect::etcd::LeaderKey { holder: "node1".into(), lease_id: 1, ttl_seconds: Some(9) }),
+            leader_key: Some(crate::collect::etcd::LeaderKey {
+                holder: "node1".into(),
+                lease_id: 1,
+                ttl_seconds: Some(9),
+            }),
             keys_from_quorum: true,
             ..Default::default()
         };
@@ -232,7 +253,10 @@ mod tests {
         d.etcd = Some(etcd);
         assert!(!assess(&d).read_only, "a key holder not yet primary is a promotion, not read-only");
         d.patroni.get_mut("node1").unwrap().status.as_mut().unwrap().role = Role::Primary;
-        d.probes.direct.insert("node1".into(), crate::state::DirectStatus { up: true, in_recovery: Some(false), writable: true, ..Default::default() });
+        d.probes.direct.insert(
+            "node1".into(),
+            crate::state::DirectStatus { up: true, in_recovery: Some(false), writable: true, ..Default::default() },
+        );
         assert!(assess(&d).entry_point_down);
     }
 
@@ -247,7 +271,10 @@ mod tests {
         assert_eq!(verdict(&c), "degraded");
         d.patroni.get_mut("node3").unwrap().status = None;
         d.patroni.get_mut("node2").unwrap().status = None;
-        let leader_alone = ["node2", "node3"].iter().find(|n| data("leader-stopped").patroni[**n].status.as_ref().unwrap().role == Role::Primary).unwrap();
+        let leader_alone = ["node2", "node3"]
+            .iter()
+            .find(|n| data("leader-stopped").patroni[**n].status.as_ref().unwrap().role == Role::Primary)
+            .unwrap();
         d.patroni.insert(leader_alone.to_string(), data("leader-stopped").patroni[*leader_alone].clone());
         assert_eq!(verdict(&assess(&d)), "no_replica");
         let mut two = data("healthy");

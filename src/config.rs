@@ -261,8 +261,8 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text).map_err(|e| match e {
             ConfigError::Parse { field, message, .. } => {
                 ConfigError::Parse { path: path.to_path_buf(), field, message }
@@ -357,7 +357,9 @@ impl Config {
                     return Err(invalid(at("probes"), "nothing to probe: set `primary`, `replicas` or `direct`"));
                 }
                 check_timing(&at("probes"), p.interval, p.timeout)?;
-                let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                let plain = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                };
                 if !plain(&p.schema) {
                     return Err(invalid(at("probes.schema"), "use lowercase letters, digits and `_` only"));
                 }

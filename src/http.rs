@@ -81,7 +81,8 @@ async fn ready(State(state): State<AppState>) -> Response {
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for a first round of: {}\n", waiting.join(", "))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for a first round of: {}\n", waiting.join(", ")))
+            .into_response()
     }
 }
 
@@ -103,7 +104,12 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
                 format!("{} {}/{} up", s.as_str(), up, targets.len())
             })
             .collect();
-        rows.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n", escape(&c.scope), data.members.len(), escape(&sources.join(", "))));
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&c.scope),
+            data.members.len(),
+            escape(&sources.join(", "))
+        ));
     }
     Html(format!(
         "<!doctype html><html><head><title>pgha-exporter</title></head><body>\n\
@@ -133,7 +139,8 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints_answer_without_any_target() {
-        let cluster = Arc::new(ClusterState::new("demo<x>".into(), vec![Source::Patroni], std::time::Duration::from_secs(1)));
+        let cluster =
+            Arc::new(ClusterState::new("demo<x>".into(), vec![Source::Patroni], std::time::Duration::from_secs(1)));
         let app = app(AppState::new(vec![cluster.clone()]));
         let (status, body, ct) = get_text(app.clone(), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
@@ -145,7 +152,12 @@ mod tests {
         assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK);
         let (_, page, _) = get_text(app.clone(), "/").await;
         assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");
-        cluster.event(crate::timeline::EventKind::EtcdLeaderChanged, Some("etcd2"), "etcd1 -> etcd2", std::time::Instant::now());
+        cluster.event(
+            crate::timeline::EventKind::EtcdLeaderChanged,
+            Some("etcd2"),
+            "etcd1 -> etcd2",
+            std::time::Instant::now(),
+        );
         let (status, body, ct) = get_text(app, "/api/v1/events?limit=5").await;
         assert_eq!((status, ct.as_deref()), (StatusCode::OK, Some("application/json")));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

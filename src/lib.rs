@@ -67,7 +67,8 @@ pub fn start(config: &Config) -> Result<Vec<Arc<ClusterState>>, ConfigError> {
             };
             let watch = DcsWatch::new(state.clone(), e.endpoints.clone(), e.timeout, credentials.clone(), &c.namespace);
             tokio::spawn(watch.run());
-            let poller = EtcdPoller::new(state.clone(), e.endpoints.clone(), e.interval, e.timeout, credentials, &c.namespace);
+            let poller =
+                EtcdPoller::new(state.clone(), e.endpoints.clone(), e.interval, e.timeout, credentials, &c.namespace);
             tokio::spawn(poller.run());
         }
         let mut sees = Sees { haproxy: !c.haproxy.is_empty(), ..Sees::default() };
@@ -75,11 +76,17 @@ pub fn start(config: &Config) -> Result<Vec<Arc<ClusterState>>, ConfigError> {
             let id = probe::new_probe_id();
             tracing::info!(scope = %c.scope, probe_id = %id, "probes start");
             state.write().probes.probe_id = Some(id.clone());
-            if let Some(w) = p.primary.as_deref().and_then(|a| probe::write::WriteProbe::new(state.clone(), p.clone(), a, id.clone())) {
+            if let Some(w) = p
+                .primary
+                .as_deref()
+                .and_then(|a| probe::write::WriteProbe::new(state.clone(), p.clone(), a, id.clone()))
+            {
                 sees.write_probe = true;
                 tokio::spawn(w.run());
             }
-            if let Some(r) = p.replicas.as_deref().and_then(|a| probe::read::ReadProbe::new(state.clone(), p.clone(), a, id.clone())) {
+            if let Some(r) =
+                p.replicas.as_deref().and_then(|a| probe::read::ReadProbe::new(state.clone(), p.clone(), a, id.clone()))
+            {
                 tokio::spawn(r.run());
             }
             if p.direct {
@@ -140,12 +147,16 @@ pub async fn preflight(config: &Config) -> Result<(), probe::SetupError> {
         let Some(p) = &c.probes else { continue };
         let Some((host, port)) = p.primary.as_deref().and_then(probe::host_port) else { continue };
         match probe::connect(p, &host, port, p.timeout).await {
-            Ok(conn) => match probe::ensure_table(&conn.client, p, p.timeout.max(std::time::Duration::from_secs(2))).await {
+            Ok(conn) => match probe::ensure_table(&conn.client, p, p.timeout.max(std::time::Duration::from_secs(2)))
+                .await
+            {
                 Err(e @ probe::SetupError::NotAllowed { .. }) => return Err(e),
                 Err(e) => tracing::warn!(scope = %c.scope, error = %e, "probe setup not done yet; the probe retries"),
                 Ok(()) => {}
             },
-            Err(reason) => tracing::warn!(scope = %c.scope, reason = reason.as_str(), "cannot reach the primary port yet; the probe retries"),
+            Err(reason) => {
+                tracing::warn!(scope = %c.scope, reason = reason.as_str(), "cannot reach the primary port yet; the probe retries")
+            }
         }
     }
     Ok(())

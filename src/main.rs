@@ -10,7 +10,11 @@ use pgha_exporter::config::Config;
 use pgha_exporter::http::{app, AppState};
 
 #[derive(Parser)]
-#[command(name = "pgha-exporter", version, about = "Prometheus exporter for Patroni + etcd + HAProxy PostgreSQL clusters")]
+#[command(
+    name = "pgha-exporter",
+    version,
+    about = "Prometheus exporter for Patroni + etcd + HAProxy PostgreSQL clusters"
+)]
 struct Cli {
     /// The YAML configuration file.
     #[arg(long = "config.file", global = true, default_value = "pgha-exporter.yml")]

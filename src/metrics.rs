@@ -16,9 +16,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::assess::{assess, verdict, VERDICTS};
 use crate::collect::haproxy::{member_of, ServerStatus};
 use crate::collect::patroni::{summarize, PgState, Role};
-use crate::assess::{assess, verdict, VERDICTS};
 use crate::probe::{FailureReason, Hist, ProbeStats};
 use crate::process;
 use crate::state::{ClusterData, ClusterState, Source};
@@ -27,7 +27,11 @@ pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Histogram { sum: f64, count: u64, buckets: Vec<(f64, u64)> },
+    Histogram {
+        sum: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    },
     Gauge(f64),
     Counter(u64),
     /// A counter of fractional units (CPU seconds).
@@ -151,7 +155,12 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
         for (name, member) in &data.members {
             let labels = l(&[("scope", scope), ("member", name)]);
             let status = data.patroni.get(name).and_then(|r| r.status.as_ref());
-            f.flag("pgha_patroni_member_up", "1 if the member's own REST API answered GET /patroni.", labels.clone(), status.is_some());
+            f.flag(
+                "pgha_patroni_member_up",
+                "1 if the member's own REST API answered GET /patroni.",
+                labels.clone(),
+                status.is_some(),
+            );
             f.flag(
                 "pgha_patroni_member_discovered",
                 "1 if the latest discovery listed the member; 0 while it is only retained after vanishing.",
@@ -185,10 +194,25 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
             }
             if let Some(s) = status {
                 if let Some(tl) = s.timeline {
-                    f.gauge("pgha_patroni_member_timeline", "PostgreSQL timeline of the member.", labels.clone(), tl as f64);
+                    f.gauge(
+                        "pgha_patroni_member_timeline",
+                        "PostgreSQL timeline of the member.",
+                        labels.clone(),
+                        tl as f64,
+                    );
                 }
-                f.flag("pgha_patroni_member_pending_restart", "1 if a restart is pending to apply settings.", labels.clone(), s.pending_restart);
-                f.flag("pgha_patroni_member_paused", "1 if the member reports maintenance mode (pause).", labels.clone(), s.paused);
+                f.flag(
+                    "pgha_patroni_member_pending_restart",
+                    "1 if a restart is pending to apply settings.",
+                    labels.clone(),
+                    s.pending_restart,
+                );
+                f.flag(
+                    "pgha_patroni_member_paused",
+                    "1 if the member reports maintenance mode (pause).",
+                    labels.clone(),
+                    s.paused,
+                );
             }
             if let Some(lag) = summary.lag_bytes.get(name) {
                 f.gauge(
@@ -207,7 +231,11 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
         }
         let sl = l(&[("scope", scope)]);
         if let Some(leader) = summary.leader() {
-            f.info("pgha_cluster_leader", "The leader by the members' own answers (exactly one claims primary).", l(&[("scope", scope), ("member", leader)]));
+            f.info(
+                "pgha_cluster_leader",
+                "The leader by the members' own answers (exactly one claims primary).",
+                l(&[("scope", scope), ("member", leader)]),
+            );
         }
         f.gauge(
             "pgha_cluster_primaries",
@@ -215,13 +243,33 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
             sl.clone(),
             summary.primaries.len() as f64,
         );
-        f.gauge("pgha_cluster_members", "Members known (discovered, static, or retained after vanishing).", sl.clone(), summary.members_total as f64);
-        f.gauge("pgha_cluster_members_running", "Members whose PostgreSQL is running, by their own answers.", sl.clone(), summary.members_running as f64);
+        f.gauge(
+            "pgha_cluster_members",
+            "Members known (discovered, static, or retained after vanishing).",
+            sl.clone(),
+            summary.members_total as f64,
+        );
+        f.gauge(
+            "pgha_cluster_members_running",
+            "Members whose PostgreSQL is running, by their own answers.",
+            sl.clone(),
+            summary.members_running as f64,
+        );
         if let Some(tl) = summary.max_timeline {
             f.gauge("pgha_cluster_timeline", "Highest PostgreSQL timeline among the members.", sl.clone(), tl as f64);
         }
-        f.flag("pgha_cluster_unlocked", "1 if a member reports that no one holds the leader lock.", sl.clone(), summary.unlocked);
-        f.flag("pgha_cluster_failsafe_active", "1 if a member reports Patroni's failsafe mode active.", sl.clone(), summary.failsafe_active);
+        f.flag(
+            "pgha_cluster_unlocked",
+            "1 if a member reports that no one holds the leader lock.",
+            sl.clone(),
+            summary.unlocked,
+        );
+        f.flag(
+            "pgha_cluster_failsafe_active",
+            "1 if a member reports Patroni's failsafe mode active.",
+            sl.clone(),
+            summary.failsafe_active,
+        );
         f.flag("pgha_cluster_paused", "1 if a member reports maintenance mode.", sl, summary.paused);
         if let Some(view) = &data.dcs_view {
             for m in view.members.iter().filter(|m| m.role == Role::Primary) {
@@ -244,7 +292,12 @@ fn etcd_families(f: &mut Families, scope: &str, data: &ClusterData) {
         let labels = l(&[("scope", scope), ("endpoint", endpoint)]);
         f.flag("pgha_etcd_member_up", "1 if the etcd member answered status in time.", labels.clone(), h.up);
         let status = etcd.status.get(endpoint);
-        f.flag("pgha_etcd_member_is_leader", "1 if the member is the raft leader.", labels.clone(), status.is_some_and(|s| s.is_leader()));
+        f.flag(
+            "pgha_etcd_member_is_leader",
+            "1 if the member is the raft leader.",
+            labels.clone(),
+            status.is_some_and(|s| s.is_leader()),
+        );
         f.flag(
             "pgha_etcd_member_has_leader",
             "1 if the member follows a raft leader and reports no error.",
@@ -254,7 +307,12 @@ fn etcd_families(f: &mut Families, scope: &str, data: &ClusterData) {
         if let Some(s) = status {
             f.gauge("pgha_etcd_member_raft_term", "Raft term of the member.", labels.clone(), s.raft_term as f64);
             f.gauge("pgha_etcd_member_raft_index", "Raft index of the member.", labels.clone(), s.raft_index as f64);
-            f.gauge("pgha_etcd_member_db_size_bytes", "Size of the member's database file.", labels.clone(), s.db_size_bytes as f64);
+            f.gauge(
+                "pgha_etcd_member_db_size_bytes",
+                "Size of the member's database file.",
+                labels.clone(),
+                s.db_size_bytes as f64,
+            );
             f.gauge(
                 "pgha_etcd_member_status_errors",
                 "Errors the member reports in its status (e.g. 'etcdserver: no leader').",
@@ -270,16 +328,45 @@ fn etcd_families(f: &mut Families, scope: &str, data: &ClusterData) {
     }
     let q = etcd.quorum();
     let sl = l(&[("scope", scope)]);
-    f.gauge("pgha_etcd_cluster_members", "etcd members in the member list (remembered while members are down).", sl.clone(), q.members as f64);
-    f.gauge("pgha_etcd_cluster_members_healthy", "etcd members that answer and follow a leader.", sl.clone(), q.healthy as f64);
+    f.gauge(
+        "pgha_etcd_cluster_members",
+        "etcd members in the member list (remembered while members are down).",
+        sl.clone(),
+        q.members as f64,
+    );
+    f.gauge(
+        "pgha_etcd_cluster_members_healthy",
+        "etcd members that answer and follow a leader.",
+        sl.clone(),
+        q.healthy as f64,
+    );
     f.flag("pgha_etcd_quorum", "1 if a majority of etcd members is healthy.", sl.clone(), q.holds);
-    f.counter("pgha_etcd_leader_changes", "etcd raft leader changes seen by the exporter since it started.", sl.clone(), etcd.leader_changes);
+    f.counter(
+        "pgha_etcd_leader_changes",
+        "etcd raft leader changes seen by the exporter since it started.",
+        sl.clone(),
+        etcd.leader_changes,
+    );
     if etcd.keys_from_quorum {
-        f.flag("pgha_patroni_leader_key_present", "1 if Patroni's leader key exists in etcd (read from a quorum member).", sl.clone(), etcd.leader_key.is_some());
+        f.flag(
+            "pgha_patroni_leader_key_present",
+            "1 if Patroni's leader key exists in etcd (read from a quorum member).",
+            sl.clone(),
+            etcd.leader_key.is_some(),
+        );
         if let Some(key) = &etcd.leader_key {
-            f.info("pgha_patroni_leader_key", "The member holding Patroni's leader key in etcd.", l(&[("scope", scope), ("member", &key.holder)]));
+            f.info(
+                "pgha_patroni_leader_key",
+                "The member holding Patroni's leader key in etcd.",
+                l(&[("scope", scope), ("member", &key.holder)]),
+            );
             if let Some(ttl) = key.ttl_seconds {
-                f.gauge("pgha_patroni_leader_key_ttl_seconds", "Seconds left on the leader key's lease.", sl, ttl as f64);
+                f.gauge(
+                    "pgha_patroni_leader_key_ttl_seconds",
+                    "Seconds left on the leader key's lease.",
+                    sl,
+                    ttl as f64,
+                );
             }
         }
     }
@@ -291,8 +378,18 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
     for (instance, reading) in &data.haproxy {
         let Some(stats) = &reading.stats else { continue };
         for b in &stats.backends {
-            let labels = l(&[("scope", scope), ("haproxy", instance), ("backend", &b.name), ("route", reading.route(&b.name).as_str())]);
-            f.flag("pgha_haproxy_backend_up", "1 if HAProxy reports the backend UP (some server is up).", labels.clone(), b.up);
+            let labels = l(&[
+                ("scope", scope),
+                ("haproxy", instance),
+                ("backend", &b.name),
+                ("route", reading.route(&b.name).as_str()),
+            ]);
+            f.flag(
+                "pgha_haproxy_backend_up",
+                "1 if HAProxy reports the backend UP (some server is up).",
+                labels.clone(),
+                b.up,
+            );
             if let Some(act) = b.active_servers {
                 f.gauge("pgha_haproxy_backend_active_servers", "Active servers UP in the backend.", labels, act as f64);
             }
@@ -307,20 +404,44 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
                 ("member", &member),
                 ("route", reading.route(&s.backend).as_str()),
             ]);
-            f.flag("pgha_haproxy_server_up", "1 if HAProxy routes to this server (status UP).", labels.clone(), s.status == ServerStatus::Up);
+            f.flag(
+                "pgha_haproxy_server_up",
+                "1 if HAProxy routes to this server (status UP).",
+                labels.clone(),
+                s.status == ServerStatus::Up,
+            );
             for status in ServerStatus::ALL {
                 let mut sl = labels.clone();
                 sl.push(("status", status.as_str().to_string()));
-                f.flag("pgha_haproxy_server_status", "The server's status in HAProxy, one-hot.", sl, s.status == status);
+                f.flag(
+                    "pgha_haproxy_server_status",
+                    "The server's status in HAProxy, one-hot.",
+                    sl,
+                    s.status == status,
+                );
             }
             let mut check = labels.clone();
             check.push(("check_status", s.check_status.clone()));
-            f.info("pgha_haproxy_server_check", "The result of the server's last health check (L7OK, L7STS, L4CON, ...).", check);
+            f.info(
+                "pgha_haproxy_server_check",
+                "The result of the server's last health check (L7OK, L7STS, L4CON, ...).",
+                check,
+            );
             if let Some(v) = s.last_change_seconds {
-                f.gauge("pgha_haproxy_server_last_change_seconds", "Seconds since the server's last status change.", labels.clone(), v as f64);
+                f.gauge(
+                    "pgha_haproxy_server_last_change_seconds",
+                    "Seconds since the server's last status change.",
+                    labels.clone(),
+                    v as f64,
+                );
             }
             if let Some(v) = s.downtime_seconds {
-                f.counter("pgha_haproxy_server_downtime_seconds", "Total seconds HAProxy counted the server down (whole seconds).", labels.clone(), v);
+                f.counter(
+                    "pgha_haproxy_server_downtime_seconds",
+                    "Total seconds HAProxy counted the server down (whole seconds).",
+                    labels.clone(),
+                    v,
+                );
             }
             if let Some(v) = s.current_sessions {
                 f.gauge("pgha_haproxy_server_current_sessions", "Current sessions on the server.", labels, v as f64);
@@ -338,12 +459,27 @@ fn probe_stats_families(f: &mut Families, scope: &str, probe: &str, p: &ProbeSta
         rl.push(("reason", reason.as_str().to_string()));
         f.counter("pgha_probe_failures", "Failed probe attempts by reason.", rl, n);
     }
-    f.histogram("pgha_probe_duration_seconds", "Duration of probe attempts (connect included when reconnecting).", labels.clone(), &p.latency);
+    f.histogram(
+        "pgha_probe_duration_seconds",
+        "Duration of probe attempts (connect included when reconnecting).",
+        labels.clone(),
+        &p.latency,
+    );
     if let Some(t) = p.last_success_wall {
         let secs = t.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        f.gauge("pgha_probe_last_success_timestamp_seconds", "Unix time of the probe's last success.", labels.clone(), secs);
+        f.gauge(
+            "pgha_probe_last_success_timestamp_seconds",
+            "Unix time of the probe's last success.",
+            labels.clone(),
+            secs,
+        );
     }
-    f.counter("pgha_probe_outages", "Outages: from the last success before a failure to the next success.", labels.clone(), p.outages);
+    f.counter(
+        "pgha_probe_outages",
+        "Outages: from the last success before a failure to the next success.",
+        labels.clone(),
+        p.outages,
+    );
     f.gauge(
         "pgha_probe_current_outage_seconds",
         "Seconds since the last success before the ongoing outage; 0 when there is none.",
@@ -351,7 +487,12 @@ fn probe_stats_families(f: &mut Families, scope: &str, probe: &str, p: &ProbeSta
         p.current_outage(now).as_secs_f64(),
     );
     if let Some(d) = p.last_outage {
-        f.gauge("pgha_probe_last_outage_seconds", "Duration of the last finished outage.", labels.clone(), d.as_secs_f64());
+        f.gauge(
+            "pgha_probe_last_outage_seconds",
+            "Duration of the last finished outage.",
+            labels.clone(),
+            d.as_secs_f64(),
+        );
     }
     f.histogram("pgha_probe_outage_duration_seconds", "Durations of finished outages.", labels, &p.outage_durations);
 }
@@ -359,7 +500,11 @@ fn probe_stats_families(f: &mut Families, scope: &str, probe: &str, p: &ProbeSta
 fn probe_families(f: &mut Families, scope: &str, data: &ClusterData, now: Instant) {
     let probes = &data.probes;
     if let Some(id) = &probes.probe_id {
-        f.info("pgha_probe", "The probe id this exporter writes its heartbeat rows with.", l(&[("scope", scope), ("probe_id", id)]));
+        f.info(
+            "pgha_probe",
+            "The probe id this exporter writes its heartbeat rows with.",
+            l(&[("scope", scope), ("probe_id", id)]),
+        );
     }
     if let Some(w) = &probes.write {
         probe_stats_families(f, scope, "write", w, now);
@@ -371,7 +516,12 @@ fn probe_families(f: &mut Families, scope: &str, data: &ClusterData, now: Instan
             probes.lost_writes_total,
         );
         if let Some(n) = probes.last_outage_lost_writes {
-            f.gauge("pgha_probe_last_outage_lost_writes", "Acknowledged writes missing after the last write outage.", sl, n as f64);
+            f.gauge(
+                "pgha_probe_last_outage_lost_writes",
+                "Acknowledged writes missing after the last write outage.",
+                sl,
+                n as f64,
+            );
         }
     }
     if let Some(r) = &probes.read {
@@ -387,15 +537,35 @@ fn probe_families(f: &mut Families, scope: &str, data: &ClusterData, now: Instan
     }
     for (member, d) in &probes.direct {
         let labels = l(&[("scope", scope), ("member", member)]);
-        f.flag("pgha_member_postgres_up", "1 if the member's own PostgreSQL answered the direct probe.", labels.clone(), d.up);
+        f.flag(
+            "pgha_member_postgres_up",
+            "1 if the member's own PostgreSQL answered the direct probe.",
+            labels.clone(),
+            d.up,
+        );
         if let Some(r) = d.in_recovery {
-            f.flag("pgha_member_postgres_in_recovery", "1 if the member's PostgreSQL is in recovery (a replica).", labels.clone(), r);
+            f.flag(
+                "pgha_member_postgres_in_recovery",
+                "1 if the member's PostgreSQL is in recovery (a replica).",
+                labels.clone(),
+                r,
+            );
         }
-        f.flag("pgha_member_postgres_writable", "1 if the last direct write to this member succeeded.", labels.clone(), d.writable);
+        f.flag(
+            "pgha_member_postgres_writable",
+            "1 if the last direct write to this member succeeded.",
+            labels.clone(),
+            d.writable,
+        );
         for reason in FailureReason::ALL {
             let mut rl = labels.clone();
             rl.push(("reason", reason.as_str().to_string()));
-            f.counter("pgha_member_postgres_probe_failures", "Failed direct probes by reason.", rl, d.failures[reason.index()]);
+            f.counter(
+                "pgha_member_postgres_probe_failures",
+                "Failed direct probes by reason.",
+                rl,
+                d.failures[reason.index()],
+            );
         }
     }
 }
@@ -404,24 +574,64 @@ fn timeline_families(f: &mut Families, scope: &str, data: &ClusterData) {
     let t = &data.timeline;
     let sl = l(&[("scope", scope)]);
     for (kind, n) in [("planned", t.planned_total), ("unplanned", t.unplanned_total)] {
-        f.counter("pgha_failovers", "Leader changes, planned (a switchover or manual failover) or not.", l(&[("scope", scope), ("kind", kind)]), n);
+        f.counter(
+            "pgha_failovers",
+            "Leader changes, planned (a switchover or manual failover) or not.",
+            l(&[("scope", scope), ("kind", kind)]),
+            n,
+        );
     }
-    f.counter("pgha_haproxy_server_transitions", "HAProxy servers going up or down, seen since the exporter started.", sl.clone(), t.haproxy_transitions);
+    f.counter(
+        "pgha_haproxy_server_transitions",
+        "HAProxy servers going up or down, seen since the exporter started.",
+        sl.clone(),
+        t.haproxy_transitions,
+    );
     for (phase, h) in &t.phase_hists {
-        f.histogram("pgha_failover_phase_duration_seconds", "Phase durations over all failovers.", l(&[("scope", scope), ("phase", phase)]), h);
+        f.histogram(
+            "pgha_failover_phase_duration_seconds",
+            "Phase durations over all failovers.",
+            l(&[("scope", scope), ("phase", phase)]),
+            h,
+        );
     }
-    f.histogram("pgha_failover_write_downtime_seconds", "Write downtime through HAProxy over all failovers.", sl.clone(), &t.downtime_hist);
+    f.histogram(
+        "pgha_failover_write_downtime_seconds",
+        "Write downtime through HAProxy over all failovers.",
+        sl.clone(),
+        &t.downtime_hist,
+    );
     if let Some(last) = &t.last {
         for (phase, secs) in &last.phases {
-            f.gauge("pgha_last_failover_phase_seconds", "Each phase of the last failover.", l(&[("scope", scope), ("phase", phase)]), *secs);
+            f.gauge(
+                "pgha_last_failover_phase_seconds",
+                "Each phase of the last failover.",
+                l(&[("scope", scope), ("phase", phase)]),
+                *secs,
+            );
         }
         if let Some(d) = last.write_downtime_seconds {
-            f.gauge("pgha_last_failover_write_downtime_seconds", "Write downtime through HAProxy in the last failover.", sl.clone(), d);
+            f.gauge(
+                "pgha_last_failover_write_downtime_seconds",
+                "Write downtime through HAProxy in the last failover.",
+                sl.clone(),
+                d,
+            );
         }
         if let Some(n) = last.lost_writes {
-            f.gauge("pgha_last_failover_lost_writes", "Acknowledged writes lost in the last failover.", sl.clone(), n as f64);
+            f.gauge(
+                "pgha_last_failover_lost_writes",
+                "Acknowledged writes lost in the last failover.",
+                sl.clone(),
+                n as f64,
+            );
         }
-        f.gauge("pgha_last_failover_timestamp_seconds", "Unix time the last failover's new leader took over.", sl.clone(), last.time);
+        f.gauge(
+            "pgha_last_failover_timestamp_seconds",
+            "Unix time the last failover's new leader took over.",
+            sl.clone(),
+            last.time,
+        );
         f.info(
             "pgha_last_failover",
             "The last failover's old and new leader and kind.",
@@ -438,7 +648,12 @@ fn timeline_families(f: &mut Families, scope: &str, data: &ClusterData) {
 fn condition_families(f: &mut Families, scope: &str, data: &ClusterData) {
     let c = assess(data);
     for (name, on) in c.list() {
-        f.flag("pgha_cluster_condition", "Each cluster condition, 0 or 1 (see README).", l(&[("scope", scope), ("condition", name)]), on);
+        f.flag(
+            "pgha_cluster_condition",
+            "Each cluster condition, 0 or 1 (see README).",
+            l(&[("scope", scope), ("condition", name)]),
+            on,
+        );
     }
     let v = verdict(&c);
     for name in VERDICTS {
@@ -500,7 +715,11 @@ mod tests {
     use std::time::Duration;
 
     fn lab_state(fixture_dir: &str) -> Arc<ClusterState> {
-        let state = Arc::new(ClusterState::new("demo".into(), vec![Source::Patroni, Source::Haproxy], Duration::from_secs(600)));
+        let state = Arc::new(ClusterState::new(
+            "demo".into(),
+            vec![Source::Patroni, Source::Haproxy],
+            Duration::from_secs(600),
+        ));
         let found = (1..=3)
             .map(|i| FoundMember {
                 name: format!("node{i}"),
@@ -517,7 +736,9 @@ mod tests {
             state.record_poll(Source::Patroni, &name, Duration::from_millis(3), outcome);
             state.write().patroni.insert(name, MemberReading { status });
         }
-        let csv = std::fs::read_to_string(format!("{}/tests/fixtures/{fixture_dir}/haproxy.csv", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let csv =
+            std::fs::read_to_string(format!("{}/tests/fixtures/{fixture_dir}/haproxy.csv", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
         state.write().haproxy.insert(
             "haproxy".into(),
             crate::collect::haproxy::HaproxyReading {
@@ -541,8 +762,15 @@ mod tests {
         assert!(t.contains("pgha_patroni_member_up{scope=\"demo\",member=\"node3\"} 0"));
         assert!(t.contains("pgha_cluster_members_running{scope=\"demo\"} 2"));
         assert!(t.contains("pgha_cluster_primaries{scope=\"demo\"} 1"));
-        assert!(t.contains("pgha_source_errors_total{scope=\"demo\",source=\"patroni\",target=\"node3\",kind=\"connect\"} 1"));
-        assert!(t.contains("pgha_source_errors_total{scope=\"demo\",source=\"patroni\",target=\"node1\",kind=\"timeout\"} 0"), "zero-initialised");
+        assert!(t.contains(
+            "pgha_source_errors_total{scope=\"demo\",source=\"patroni\",target=\"node3\",kind=\"connect\"} 1"
+        ));
+        assert!(
+            t.contains(
+                "pgha_source_errors_total{scope=\"demo\",source=\"patroni\",target=\"node1\",kind=\"timeout\"} 0"
+            ),
+            "zero-initialised"
+        );
         assert!(t.contains(
             "pgha_haproxy_server_up{scope=\"demo\",haproxy=\"haproxy\",backend=\"replicas\",server=\"node3\",member=\"node3\",route=\"replicas\"} 0"
         ));
@@ -556,7 +784,11 @@ mod tests {
     #[test]
     fn quorum_loss_exposition_has_no_leader_and_a_stale_dcs_leader_is_kept_apart() {
         let state = lab_state("etcd-quorum-lost");
-        let view = std::fs::read(format!("{}/tests/fixtures/etcd-quorum-lost/cluster-from-node1.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let view = std::fs::read(format!(
+            "{}/tests/fixtures/etcd-quorum-lost/cluster-from-node1.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         state.write().dcs_view = Some(crate::collect::patroni::parse_cluster(&view).unwrap());
         let t = text(state);
         assert!(!t.contains("pgha_cluster_leader_info"), "no member claims primary");

@@ -55,7 +55,12 @@ fn read_max_fds() -> Option<f64> {
 
 pub fn families(f: &mut Families) {
     let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok().and_then(|t| parse_stat(&t)) else { return };
-    f.float_counter("process_cpu_seconds", "Total user and system CPU time spent in seconds.", vec![], stat.cpu_seconds);
+    f.float_counter(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds.",
+        vec![],
+        stat.cpu_seconds,
+    );
     f.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", vec![], stat.resident_bytes);
     f.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", vec![], stat.virtual_bytes);
     if let Some(btime) = boot_time() {

@@ -313,7 +313,11 @@ mod tests {
     use super::*;
 
     fn found(name: &str) -> FoundMember {
-        FoundMember { name: name.into(), api_url: format!("http://{name}:8008"), postgres: Some(format!("{name}:5432")) }
+        FoundMember {
+            name: name.into(),
+            api_url: format!("http://{name}:8008"),
+            postgres: Some(format!("{name}:5432")),
+        }
     }
 
     #[test]

@@ -187,7 +187,6 @@ impl Pending {
             *slot = Some(at);
         }
     }
-
 }
 
 /// What the tracker knows of the sources a cluster has: a step that no source can see is not
@@ -248,7 +247,14 @@ impl Tracker {
         if self.events.len() >= EVENTS_KEPT {
             self.events.pop_front();
         }
-        self.events.push_back(Event { time: unix(at), scope: scope.to_string(), kind, member: member.map(str::to_string), detail, at });
+        self.events.push_back(Event {
+            time: unix(at),
+            scope: scope.to_string(),
+            kind,
+            member: member.map(str::to_string),
+            detail,
+            at,
+        });
     }
 
     /// The leader known when the exporter starts (or when the key is first read): not a failover.
@@ -317,7 +323,9 @@ impl Tracker {
                 self.leader = Some(new);
             }
             EventKind::PostgresWritable => {
-                if let Some(p) = self.pending.as_mut().filter(|p| p.new_leader.is_some() && p.new_leader.as_deref() == member) {
+                if let Some(p) =
+                    self.pending.as_mut().filter(|p| p.new_leader.is_some() && p.new_leader.as_deref() == member)
+                {
                     p.set_once(Step::NewPrimaryWritable, at);
                 }
                 self.leader_recovered(member);
@@ -328,7 +336,9 @@ impl Tracker {
             EventKind::HaproxyServerUp | EventKind::HaproxyServerDown => {
                 self.haproxy_transitions += 1;
                 if kind == EventKind::HaproxyServerUp && detail.starts_with("route=primary") {
-                    if let Some(p) = self.pending.as_mut().filter(|p| p.new_leader.is_some() && p.new_leader.as_deref() == member) {
+                    if let Some(p) =
+                        self.pending.as_mut().filter(|p| p.new_leader.is_some() && p.new_leader.as_deref() == member)
+                    {
                         p.set_once(Step::HaproxyRouted, at);
                     }
                 }
@@ -347,7 +357,10 @@ impl Tracker {
     /// The current leader works again before any other member took over (a short hang, a DCS
     /// outage it survived): what looked like the start of a failover was not one.
     fn leader_recovered(&mut self, member: Option<&str>) {
-        if member.is_some() && member == self.leader.as_deref() && self.pending.as_ref().is_some_and(|p| p.new_leader.is_none()) {
+        if member.is_some()
+            && member == self.leader.as_deref()
+            && self.pending.as_ref().is_some_and(|p| p.new_leader.is_none())
+        {
             self.pending = None;
         }
     }
@@ -447,7 +460,11 @@ impl Tracker {
             old_leader: p.old_leader,
             new_leader: p.new_leader.unwrap_or_default(),
             planned,
-            steps: Step::ALL.iter().zip(steps.iter()).filter_map(|(s, at)| at.map(|a| (s.as_str().to_string(), unix(a)))).collect(),
+            steps: Step::ALL
+                .iter()
+                .zip(steps.iter())
+                .filter_map(|(s, at)| at.map(|a| (s.as_str().to_string(), unix(a))))
+                .collect(),
             phases: Vec::new(),
             write_downtime_seconds: downtime,
             lost_writes: p.lost_writes,
@@ -499,10 +516,18 @@ mod tests {
         let f = t.last.clone().expect("closed");
         assert_eq!((f.old_leader.as_deref(), f.new_leader.as_str(), f.planned), (Some("node1"), "node2", false));
         assert_eq!(f.steps.len(), 7);
-        let phases: Vec<(&str, u64)> = f.phase_seconds().iter().map(|(n, s)| (*n, (s * 1000.0).round() as u64)).collect();
+        let phases: Vec<(&str, u64)> =
+            f.phase_seconds().iter().map(|(n, s)| (*n, (s * 1000.0).round() as u64)).collect();
         assert_eq!(
             phases,
-            vec![("detection", 40), ("key_release", 1160), ("election", 1200), ("promotion", 200), ("routing", 300), ("reconnect", 200)]
+            vec![
+                ("detection", 40),
+                ("key_release", 1160),
+                ("election", 1200),
+                ("promotion", 200),
+                ("routing", 300),
+                ("reconnect", 200)
+            ]
         );
         assert_eq!(f.write_downtime_seconds, Some(3.1));
         assert_eq!(f.lost_writes, Some(0));
@@ -583,7 +608,13 @@ mod tests {
         assert_eq!(t.unplanned_total, 2);
         // A leader back as a replica after a silence is no recovery.
         t.event("s", EventKind::MemberUnreachable, Some("c"), String::new(), at(t0, 200_000));
-        t.event("s", EventKind::MemberReachable, Some("c"), "REST API answers again as replica".into(), at(t0, 201_000));
+        t.event(
+            "s",
+            EventKind::MemberReachable,
+            Some("c"),
+            "REST API answers again as replica".into(),
+            at(t0, 201_000),
+        );
         t.event("s", EventKind::LeaderKeyAcquired, Some("d"), String::new(), at(t0, 202_000));
         t.tick("s", at(t0, 263_000));
         assert_eq!(t.last.unwrap().step_at[Step::OldLeaderLost.index()], Some(at(t0, 200_000)));

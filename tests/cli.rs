@@ -43,7 +43,10 @@ fn check_config_accepts_the_lab_config_and_names_a_bad_field() {
 
 #[test]
 fn a_missing_config_file_is_a_clear_error() {
-    let out = exporter().args(["--config.file", "/nonexistent/pgha.yml", "--web.listen-address", "127.0.0.1:0"]).output().unwrap();
+    let out = exporter()
+        .args(["--config.file", "/nonexistent/pgha.yml", "--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pgha.yml"));
 }

@@ -2,14 +2,15 @@
 //! checked from the exporter's own `/metrics`, the lab healed between steps, every wait bounded.
 //! One test function on purpose: the lab's addresses are fixed, so nothing may run beside it.
 
-mod support;
-#[path = "lab/failover.rs"]
-mod failover;
 #[path = "lab/bundle_check.rs"]
 mod bundle_check;
+#[path = "lab/failover.rs"]
+mod failover;
+mod support;
 
 use std::time::{Duration, Instant};
 
+use support::steps::Steps;
 use support::*;
 
 pub(crate) const SCOPE: &str = "demo";
@@ -45,33 +46,38 @@ clusters:
 }
 
 #[test]
+#[ignore = "needs the lab (root, Debian's etcd, patroni, haproxy, postgresql, prometheus): run compose/local/test"]
 fn exporter_tells_the_truth_about_the_lab() {
     let log = std::env::temp_dir().join(format!("pgha-it-exporter-{}.log", std::process::id()));
     let _lab = LabGuard::up(log.clone());
     let exporter = Exporter::start(&config(), &log);
     let prometheus = support::prometheus::Prometheus::start(exporter.addr);
     let prometheus_start = support::prometheus::unix_now();
+    let mut steps = Steps::new(log.clone());
+    let healed = || heal(&exporter);
 
-    let started = Instant::now();
-    healthy(&exporter);
-    discovery_from_one_patroni_url();
-    second_cluster_is_down_without_disturbing_the_first(&exporter);
-    replica_stopped(&exporter);
-    heal(&exporter);
-    leader_stopped(&exporter);
-    heal(&exporter);
-    etcd_quorum_lost(&exporter);
-    heal(&exporter);
-    haproxy_stopped(&exporter);
-    heal(&exporter);
-    paused_patroni_node(&exporter);
-    heal(&exporter);
-    paused_etcd_member(&exporter);
-    heal(&exporter);
-    eprintln!("foundation steps in {:.1}s", started.elapsed().as_secs_f64());
-    failover::run(&exporter);
-    bundle_check::check(&prometheus, &exporter, prometheus_start);
-    eprintln!("all steps in {:.1}s", started.elapsed().as_secs_f64());
+    steps.run("healthy", || healthy(&exporter), healed);
+    steps.run("discovery from one Patroni URL", discovery_from_one_patroni_url, healed);
+    steps.run("a second cluster down", || second_cluster_is_down_without_disturbing_the_first(&exporter), healed);
+    steps.run("replica stopped", || replica_stopped(&exporter), healed);
+    steps.run("healed after the replica", healed, healed);
+    steps.run("leader stopped", || leader_stopped(&exporter), healed);
+    steps.run("healed after the leader", healed, healed);
+    steps.run("etcd quorum lost", || etcd_quorum_lost(&exporter), healed);
+    steps.run("healed after etcd", healed, healed);
+    steps.run("HAProxy stopped", || haproxy_stopped(&exporter), healed);
+    steps.run("healed after HAProxy", healed, healed);
+    steps.run("paused Patroni node", || paused_patroni_node(&exporter), healed);
+    steps.run("healed after the paused node", healed, healed);
+    steps.run("paused etcd member", || paused_etcd_member(&exporter), healed);
+    steps.run("healed after the paused etcd member", healed, healed);
+    failover::run(&mut steps, &exporter);
+    steps.run(
+        "dashboards and alerts in Prometheus",
+        || bundle_check::check(&prometheus, &exporter, prometheus_start),
+        || {},
+    );
+    steps.finish();
 }
 
 /// Restores the lab to healthy and waits until the exporter sees it so.
@@ -107,14 +113,18 @@ fn healthy(exporter: &Exporter) {
         assert_ne!(r, &leader);
         let lag = m.get("pgha_patroni_member_replication_lag_bytes", &[("scope", SCOPE), ("member", r)]);
         assert!(lag.is_some_and(|l| l >= 0.0), "lag of {r}: {lag:?}");
-        assert_eq!(m.get("pgha_patroni_member_state", &[("scope", SCOPE), ("member", r), ("state", "running")]), Some(1.0));
+        assert_eq!(
+            m.get("pgha_patroni_member_state", &[("scope", SCOPE), ("member", r), ("state", "running")]),
+            Some(1.0)
+        );
     }
     assert_eq!(m.get("pgha_patroni_member_replication_lag_bytes", &[("scope", SCOPE), ("member", &leader)]), None);
 
     assert_eq!(m.get("pgha_etcd_cluster_members", &[("scope", SCOPE)]), Some(3.0));
     assert_eq!(m.get("pgha_etcd_cluster_members_healthy", &[("scope", SCOPE)]), Some(3.0));
     assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0));
-    let etcd_leaders = m.find("pgha_etcd_member_is_leader", &[("scope", SCOPE)]).into_iter().filter(|s| s.value == 1.0).count();
+    let etcd_leaders =
+        m.find("pgha_etcd_member_is_leader", &[("scope", SCOPE)]).into_iter().filter(|s| s.value == 1.0).count();
     assert_eq!(etcd_leaders, 1);
     assert_eq!(m.members_where("pgha_patroni_leader_key_info", &[("scope", SCOPE)]), vec![leader.clone()]);
     let ttl = m.get("pgha_patroni_leader_key_ttl_seconds", &[("scope", SCOPE)]).expect("lease ttl");
@@ -145,10 +155,12 @@ fn discovery_from_one_patroni_url() {
     );
     let m = wait_until("all members found from one Patroni URL", Duration::from_secs(10), || {
         let m = rest_only.scrape();
-        (m.find("pgha_patroni_member_up", &[("scope", SCOPE)]).iter().filter(|s| s.value == 1.0).count() == 3).then_some(m)
+        (m.find("pgha_patroni_member_up", &[("scope", SCOPE)]).iter().filter(|s| s.value == 1.0).count() == 3)
+            .then_some(m)
     });
     assert_eq!(m.leader(SCOPE), patronictl_leader());
-    let addresses: Vec<String> = m.find("pgha_patroni_member_info", &[("scope", SCOPE)]).iter().map(|s| s.labels["postgres"].clone()).collect();
+    let addresses: Vec<String> =
+        m.find("pgha_patroni_member_info", &[("scope", SCOPE)]).iter().map(|s| s.labels["postgres"].clone()).collect();
     assert_eq!(addresses, ["127.0.0.21:15432", "127.0.0.22:15432", "127.0.0.23:15432"]);
 }
 
@@ -165,21 +177,31 @@ fn second_cluster_is_down_without_disturbing_the_first(exporter: &Exporter) {
 
 fn replica_stopped(exporter: &Exporter) {
     let leader = exporter.scrape().leader(SCOPE).unwrap();
-    let replica = exporter.scrape().members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")]).pop().unwrap();
+    let replica = exporter
+        .scrape()
+        .members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")])
+        .pop()
+        .unwrap();
     lab(&["stop", &replica]);
     wait_until("the stopped replica is reported down", Duration::from_secs(5), || {
-        (exporter.scrape().get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0)).then_some(())
+        (exporter.scrape().get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0))
+            .then_some(())
     });
     wait_until("HAProxy drops it from the replicas backend", Duration::from_secs(10), || {
         let m = exporter.scrape();
-        (m.get("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas"), ("member", &replica)]) == Some(0.0)).then_some(())
+        (m.get("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas"), ("member", &replica)]) == Some(0.0))
+            .then_some(())
     });
     // Its member key expires about ttl (10 s) after it stopped; it must still be reported.
     let m = wait_until("its etcd key expired", Duration::from_secs(30), || {
         let m = exporter.scrape();
         (m.get("pgha_patroni_member_discovered", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0)).then_some(m)
     });
-    assert_eq!(m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]), Some(0.0), "still reported, as down");
+    assert_eq!(
+        m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]),
+        Some(0.0),
+        "still reported, as down"
+    );
     assert_eq!(m.get("pgha_cluster_members", &[("scope", SCOPE)]), Some(3.0));
     assert_eq!(m.get("pgha_cluster_members_running", &[("scope", SCOPE)]), Some(2.0));
     assert_eq!(m.leader(SCOPE), Some(leader), "leader unchanged");
@@ -199,8 +221,9 @@ fn leader_stopped(exporter: &Exporter) {
     assert!(m.get("pgha_cluster_timeline", &[("scope", SCOPE)]).unwrap() > timeline, "timeline incremented");
     assert_eq!(m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &old)]), Some(0.0));
     wait_until("the primary port routes to the new leader", Duration::from_secs(5), || {
-        (exporter.scrape().members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]) == vec![new.clone()])
-            .then_some(())
+        (exporter.scrape().members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")])
+            == vec![new.clone()])
+        .then_some(())
     });
 }
 
@@ -249,7 +272,10 @@ fn haproxy_stopped(exporter: &Exporter) {
     assert!(m.leader(SCOPE).is_some(), "Patroni still reported");
     assert_eq!(m.get("pgha_cluster_members_running", &[("scope", SCOPE)]), Some(3.0));
     assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0), "etcd still reported");
-    assert!(m.get("pgha_source_errors_total", &[("scope", SCOPE), ("source", "haproxy"), ("kind", "connect")]).unwrap() >= 1.0);
+    assert!(
+        m.get("pgha_source_errors_total", &[("scope", SCOPE), ("source", "haproxy"), ("kind", "connect")]).unwrap()
+            >= 1.0
+    );
 }
 
 /// Scrapes for `duration`, asserting every scrape answers in under a second.
@@ -266,7 +292,11 @@ fn scrapes_stay_fast(exporter: &Exporter, duration: Duration) {
 }
 
 fn paused_patroni_node(exporter: &Exporter) {
-    let replica = exporter.scrape().members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")]).pop().unwrap();
+    let replica = exporter
+        .scrape()
+        .members_where("pgha_patroni_member_role", &[("scope", SCOPE), ("role", "replica")])
+        .pop()
+        .unwrap();
     let timeouts_before = exporter
         .scrape()
         .get("pgha_source_errors_total", &[("scope", SCOPE), ("target", &replica), ("kind", "timeout")])
@@ -277,7 +307,8 @@ fn paused_patroni_node(exporter: &Exporter) {
         let m = exporter.scrape();
         (m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &replica)]) == Some(0.0)).then_some(m)
     });
-    let timeouts = m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", &replica), ("kind", "timeout")]).unwrap();
+    let timeouts =
+        m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", &replica), ("kind", "timeout")]).unwrap();
     assert!(timeouts > timeouts_before, "counted as timeouts: {timeouts_before} -> {timeouts}");
     lab(&["resume", &replica]);
 }
@@ -290,7 +321,10 @@ fn paused_etcd_member(exporter: &Exporter) {
         let m = exporter.scrape();
         (m.get("pgha_etcd_member_up", &[("scope", SCOPE), ("endpoint", endpoint)]) == Some(0.0)).then_some(m)
     });
-    assert!(m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", endpoint), ("kind", "timeout")]).unwrap() >= 1.0);
+    assert!(
+        m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", endpoint), ("kind", "timeout")]).unwrap()
+            >= 1.0
+    );
     assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0), "two of three still hold quorum");
     lab(&["resume", "etcd3"]);
 }

@@ -35,7 +35,13 @@ pub struct DcsWatch {
 }
 
 impl DcsWatch {
-    pub fn new(state: Arc<ClusterState>, endpoints: Vec<String>, timeout: Duration, credentials: Option<(String, Secret)>, namespace: &str) -> Self {
+    pub fn new(
+        state: Arc<ClusterState>,
+        endpoints: Vec<String>,
+        timeout: Duration,
+        credentials: Option<(String, Secret)>,
+        namespace: &str,
+    ) -> Self {
         let prefix = format!("{}/{}/", namespace.trim_end_matches('/'), state.scope);
         Self { state, endpoints, timeout, credentials, prefix, holder: None, revision: None }
     }
@@ -71,7 +77,12 @@ impl DcsWatch {
                 Some(h) => self.state.event(EventKind::LeaderKeyAcquired, Some(h), "leader key set in etcd", at),
                 None => {
                     let before = self.holder.clone();
-                    self.state.event(EventKind::LeaderKeyReleased, before.as_deref(), "leader key deleted or expired in etcd", at)
+                    self.state.event(
+                        EventKind::LeaderKeyReleased,
+                        before.as_deref(),
+                        "leader key deleted or expired in etcd",
+                        at,
+                    )
                 }
             }
         }
@@ -79,9 +90,7 @@ impl DcsWatch {
     }
 
     async fn watch(&mut self, endpoint: &str, initial: bool) -> Result<(), String> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(self.timeout)
-            .with_require_leader(true);
+        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout).with_require_leader(true);
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.expose().to_string());
         }

@@ -67,7 +67,10 @@ impl From<etcd_client::Error> for EtcdError {
     }
 }
 
-async fn within<T>(deadline: Duration, call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, EtcdError> {
+async fn within<T>(
+    deadline: Duration,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
     match tokio::time::timeout(deadline, call).await {
         Ok(r) => r.map_err(EtcdError::from),
         Err(_) => Err(EtcdError::Timeout(deadline)),
@@ -156,7 +159,11 @@ pub fn parse_member_key(name: &str, value: &[u8]) -> Result<FoundMember, EtcdErr
     let parse_error = |message: String| EtcdError::Parse { key: name.to_string(), message };
     let raw: RawMemberKey = serde_json::from_slice(value).map_err(|e| parse_error(e.to_string()))?;
     let api_url = raw.api_url.ok_or_else(|| parse_error("no api_url".into()))?;
-    Ok(FoundMember { name: name.to_string(), api_url: api_base(&api_url), postgres: raw.conn_url.as_deref().and_then(host_port) })
+    Ok(FoundMember {
+        name: name.to_string(),
+        api_url: api_base(&api_url),
+        postgres: raw.conn_url.as_deref().and_then(host_port),
+    })
 }
 
 /// `postgres://host:port/db?x=y` to `host:port`.
@@ -192,7 +199,17 @@ impl EtcdPoller {
         }
         let prefix = format!("{}/{}/", namespace.trim_end_matches('/'), state.scope);
         let clients = endpoints.iter().map(|_| None).collect();
-        Self { state, endpoints, interval, timeout, credentials, prefix, clients, reading: EtcdReading::default(), last_leader: None }
+        Self {
+            state,
+            endpoints,
+            interval,
+            timeout,
+            credentials,
+            prefix,
+            clients,
+            reading: EtcdReading::default(),
+            last_leader: None,
+        }
     }
 
     pub async fn run(mut self) {
@@ -252,7 +269,13 @@ impl EtcdPoller {
                 Ok((client, status)) => {
                     self.state.record_poll(Source::Etcd, endpoint, elapsed, Ok(()));
                     // Read keys from the leader if possible, else from a healthy follower.
-                    let rank = if status.is_leader() { 2 } else if status.healthy() { 1 } else { 0 };
+                    let rank = if status.is_leader() {
+                        2
+                    } else if status.healthy() {
+                        1
+                    } else {
+                        0
+                    };
                     if best.as_ref().is_none_or(|(r, _)| rank > *r) {
                         best = Some((rank, client));
                     }

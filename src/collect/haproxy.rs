@@ -127,8 +127,14 @@ pub fn parse_stats_csv(text: &str) -> Result<Stats, HaproxyError> {
     };
     let (px, sv, status, ty) = (column("pxname")?, column("svname")?, column("status")?, column("type")?);
     let optional = |name: &str| header.iter().position(|h| h == name);
-    let (check, lastchg, downtime, scur, act, addr) =
-        (optional("check_status"), optional("lastchg"), optional("downtime"), optional("scur"), optional("act"), optional("addr"));
+    let (check, lastchg, downtime, scur, act, addr) = (
+        optional("check_status"),
+        optional("lastchg"),
+        optional("downtime"),
+        optional("scur"),
+        optional("act"),
+        optional("addr"),
+    );
 
     let mut stats = Stats::default();
     for record in reader.records() {
@@ -136,7 +142,10 @@ pub fn parse_stats_csv(text: &str) -> Result<Stats, HaproxyError> {
         let field = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::trim).filter(|s| !s.is_empty());
         let number = |i: Option<usize>| field(i).and_then(|s| s.parse::<u64>().ok());
         let (Some(pxname), Some(svname)) = (field(Some(px)), field(Some(sv))) else {
-            return Err(HaproxyError::Parse(format!("line {} lacks pxname/svname", record.position().map_or(0, |p| p.line()))));
+            return Err(HaproxyError::Parse(format!(
+                "line {} lacks pxname/svname",
+                record.position().map_or(0, |p| p.line())
+            )));
         };
         // type: 0 frontend, 1 backend, 2 server, 3 listener.
         match field(Some(ty)) {
@@ -255,7 +264,15 @@ impl HaproxyPoller {
 
     pub async fn round(&mut self) {
         let started = Instant::now();
-        let result = match get_capped(&self.client, &self.stats_url, self.timeout, self.max_body_bytes, self.auth.as_ref()).await {
+        let result = match get_capped(
+            &self.client,
+            &self.stats_url,
+            self.timeout,
+            self.max_body_bytes,
+            self.auth.as_ref(),
+        )
+        .await
+        {
             Ok(body) => parse_stats_csv(&String::from_utf8_lossy(&body)),
             Err(e) => Err(e.into()),
         };
@@ -278,7 +295,10 @@ impl HaproxyPoller {
                     let member = member_of(server, &members);
                     let route = Route::of(&server.backend, &self.primary_backend, &self.replicas_backend).as_str();
                     let kind = if up { EventKind::HaproxyServerUp } else { EventKind::HaproxyServerDown };
-                    let detail = format!("route={route} haproxy={} backend={} server={} check={}", self.name, server.backend, server.name, server.check_status);
+                    let detail = format!(
+                        "route={route} haproxy={} backend={} server={} check={}",
+                        self.name, server.backend, server.name, server.check_status
+                    );
                     self.state.event(kind, member.as_deref(), detail, Instant::now());
                 }
             }
@@ -309,7 +329,12 @@ mod tests {
     }
 
     fn up_servers(stats: &Stats, backend: &str) -> Vec<String> {
-        stats.servers.iter().filter(|s| s.backend == backend && s.status == ServerStatus::Up).map(|s| s.name.clone()).collect()
+        stats
+            .servers
+            .iter()
+            .filter(|s| s.backend == backend && s.status == ServerStatus::Up)
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     #[test]
@@ -354,8 +379,10 @@ mod tests {
     fn failover_transitions_between_recorded_states() {
         let before = parse_stats_csv(&fixture("healthy/haproxy.csv")).unwrap();
         let after = parse_stats_csv(&fixture("leader-stopped/haproxy.csv")).unwrap();
-        let changes: Vec<(String, String, bool)> =
-            server_transitions(&before, &after).into_iter().map(|(s, up)| (s.backend.clone(), s.name.clone(), up)).collect();
+        let changes: Vec<(String, String, bool)> = server_transitions(&before, &after)
+            .into_iter()
+            .map(|(s, up)| (s.backend.clone(), s.name.clone(), up))
+            .collect();
         assert!(changes.contains(&("primary".into(), "node1".into(), false)), "{changes:?}");
         assert!(changes.iter().any(|(b, n, up)| b == "primary" && n != "node1" && *up), "{changes:?}");
         assert!(server_transitions(&before, &before).is_empty());

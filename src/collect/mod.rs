@@ -126,7 +126,9 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A loopback server answering every connection with `respond`.
-    async fn serve(respond: impl Fn(tokio::net::TcpStream) -> futures::future::BoxFuture<'static, ()> + Send + 'static) -> String {
+    async fn serve(
+        respond: impl Fn(tokio::net::TcpStream) -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {

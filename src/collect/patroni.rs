@@ -350,8 +350,7 @@ pub fn summarize(readings: &BTreeMap<String, MemberReading>, view: Option<&Clust
         let own = primary
             .and_then(|p| Some((p.wal_location?, status.replayed_location.or(status.received_location)?)))
             .map(|(primary_at, replica_at)| primary_at.saturating_sub(replica_at));
-        let from_view =
-            || view.and_then(|v| v.members.iter().find(|m| &m.name == *name)).and_then(|m| m.lag_bytes);
+        let from_view = || view.and_then(|v| v.members.iter().find(|m| &m.name == *name)).and_then(|m| m.lag_bytes);
         if let Some(lag) = own.or_else(from_view) {
             summary.lag_bytes.insert((*name).clone(), lag);
         }
@@ -369,17 +368,31 @@ pub fn summarize(readings: &BTreeMap<String, MemberReading>, view: Option<&Clust
 }
 
 /// What changed about a member between two rounds, as events.
-pub fn member_events(name: &str, before: Option<&MemberStatus>, after: Option<&MemberStatus>) -> Vec<(EventKind, String, String)> {
+pub fn member_events(
+    name: &str,
+    before: Option<&MemberStatus>,
+    after: Option<&MemberStatus>,
+) -> Vec<(EventKind, String, String)> {
     let mut events = Vec::new();
     let primary = |s: Option<&MemberStatus>| s.is_some_and(|s| s.role == Role::Primary);
     match (before, after) {
-        (Some(_), None) => events.push((EventKind::MemberUnreachable, name.to_string(), "REST API stopped answering".to_string())),
-        (None, Some(a)) => events.push((EventKind::MemberReachable, name.to_string(), format!("REST API answers again as {}", a.role.as_str()))),
+        (Some(_), None) => {
+            events.push((EventKind::MemberUnreachable, name.to_string(), "REST API stopped answering".to_string()))
+        }
+        (None, Some(a)) => events.push((
+            EventKind::MemberReachable,
+            name.to_string(),
+            format!("REST API answers again as {}", a.role.as_str()),
+        )),
         _ => {}
     }
     if let (Some(b), Some(a)) = (before, after) {
         if primary(Some(b)) && !primary(Some(a)) {
-            events.push((EventKind::LeftPrimary, name.to_string(), format!("now {} ({})", a.role.as_str(), a.state.as_str())));
+            events.push((
+                EventKind::LeftPrimary,
+                name.to_string(),
+                format!("now {} ({})", a.role.as_str(), a.state.as_str()),
+            ));
         } else if !primary(Some(b)) && primary(Some(a)) {
             events.push((EventKind::BecamePrimary, name.to_string(), format!("timeline {}", a.timeline.unwrap_or(0))));
         }
@@ -460,11 +473,17 @@ impl PatroniPoller {
             let leader = summarize(&self.state.read().patroni, None).leader().map(str::to_string);
             let known = self.state.read().timeline.leader.clone();
             if let Some(l) = leader.filter(|l| Some(l) != known.as_ref()) {
-                self.state.event(EventKind::LeaderKeyAcquired, Some(&l), "sole primary by the members' own answers", now);
+                self.state.event(
+                    EventKind::LeaderKeyAcquired,
+                    Some(&l),
+                    "sole primary by the members' own answers",
+                    now,
+                );
             }
         }
 
-        let view_urls: Vec<String> = view_from.into_iter().chain(self.discovery_urls.iter().map(|u| api_base(u))).collect();
+        let view_urls: Vec<String> =
+            view_from.into_iter().chain(self.discovery_urls.iter().map(|u| api_base(u))).collect();
         let mut view = None;
         for base in view_urls {
             match self.fetch(&format!("{base}/cluster")).await {
@@ -484,7 +503,11 @@ impl PatroniPoller {
                     .members
                     .iter()
                     .filter_map(|m| {
-                        Some(FoundMember { name: m.name.clone(), api_url: m.api_url.clone()?, postgres: m.postgres.clone() })
+                        Some(FoundMember {
+                            name: m.name.clone(),
+                            api_url: m.api_url.clone()?,
+                            postgres: m.postgres.clone(),
+                        })
                     })
                     .collect();
                 self.state.observe_members(found, Instant::now());
@@ -574,10 +597,7 @@ mod tests {
         let s = summarize(&readings("etcd-quorum-lost"), None);
         assert!(s.primaries.is_empty(), "every member demoted itself: {:?}", s.primaries);
         let view = parse_cluster(&fixture("etcd-quorum-lost/cluster-from-node1.json")).unwrap();
-        assert!(
-            view.members.iter().any(|m| m.role == Role::Primary),
-            "the DCS view still names the old leader"
-        );
+        assert!(view.members.iter().any(|m| m.role == Role::Primary), "the DCS view still names the old leader");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{connect, ensure_table, host_port, within, Connection, FailureReason};
 use crate::collect::ticker;
 use crate::config::ProbeConfig;
-use crate::state::{ClusterState, DirectStatus};
+use crate::state::ClusterState;
 use crate::timeline::EventKind;
 
 pub struct DirectProbes {
@@ -43,20 +43,20 @@ impl DirectProbes {
     }
 
     async fn round(&mut self) {
-        let members: Vec<(String, String)> = self
-            .state
-            .read()
-            .members
-            .iter()
-            .filter_map(|(n, m)| Some((n.clone(), m.postgres.clone()?)))
-            .collect();
+        let members: Vec<(String, String)> =
+            self.state.read().members.iter().filter_map(|(n, m)| Some((n.clone(), m.postgres.clone()?))).collect();
         self.conns.retain(|n, _| members.iter().any(|(m, _)| m == n));
         self.seq += 1;
         let seq = self.seq;
         let config = &self.config;
         let probe_id = &self.probe_id;
-        let mut conns: Vec<(String, String, Option<Connection>)> =
-            members.into_iter().map(|(n, a)| { let c = self.conns.remove(&n).flatten(); (n, a, c) }).collect();
+        let mut conns: Vec<(String, String, Option<Connection>)> = members
+            .into_iter()
+            .map(|(n, a)| {
+                let c = self.conns.remove(&n).flatten();
+                (n, a, c)
+            })
+            .collect();
         let calls = conns.iter_mut().map(|(name, addr, conn)| async move {
             let id = format!("{probe_id}/direct/{name}");
             let outcome = probe_member(config, addr, conn, &id, seq).await;
@@ -73,7 +73,7 @@ impl DirectProbes {
             let known: Vec<String> = data.members.keys().cloned().collect();
             data.probes.direct.retain(|n, _| known.contains(n));
             for (name, o) in outcomes {
-                let entry = data.probes.direct.entry(name.clone()).or_insert_with(DirectStatus::default);
+                let entry = data.probes.direct.entry(name.clone()).or_default();
                 let (was_up, was_writable) = (entry.up, entry.writable);
                 let seen_before = entry.attempts > 0;
                 entry.attempts += 1;
@@ -84,7 +84,11 @@ impl DirectProbes {
                 entry.in_recovery = o.in_recovery;
                 entry.writable = o.writable;
                 if seen_before && was_up && !o.up {
-                    events.push((EventKind::PostgresUnreachable, name.clone(), o.failure.map(|f| f.as_str()).unwrap_or("").to_string()));
+                    events.push((
+                        EventKind::PostgresUnreachable,
+                        name.clone(),
+                        o.failure.map(|f| f.as_str()).unwrap_or("").to_string(),
+                    ));
                 }
                 if o.writable && !was_writable {
                     events.push((EventKind::PostgresWritable, name.clone(), "a direct write succeeded".to_string()));
@@ -97,8 +101,19 @@ impl DirectProbes {
     }
 }
 
-async fn probe_member(config: &ProbeConfig, addr: &str, conn: &mut Option<Connection>, probe_id: &str, seq: i64) -> Outcome {
-    let failed = |f: FailureReason, up: bool, in_recovery: Option<bool>| Outcome { up, in_recovery, writable: false, failure: Some(f) };
+async fn probe_member(
+    config: &ProbeConfig,
+    addr: &str,
+    conn: &mut Option<Connection>,
+    probe_id: &str,
+    seq: i64,
+) -> Outcome {
+    let failed = |f: FailureReason, up: bool, in_recovery: Option<bool>| Outcome {
+        up,
+        in_recovery,
+        writable: false,
+        failure: Some(f),
+    };
     let Some((host, port)) = host_port(addr) else { return failed(FailureReason::Other, false, None) };
     let deadline = config.timeout;
     let started = Instant::now();

@@ -140,7 +140,10 @@ impl Outage {
 pub enum Transition {
     None,
     /// The first failure after a success; the outage began at that success.
-    OutageStarted { last_success: Instant, reason: FailureReason },
+    OutageStarted {
+        last_success: Instant,
+        reason: FailureReason,
+    },
     OutageEnded(Outage),
 }
 
@@ -241,7 +244,12 @@ impl Drop for Connection {
     }
 }
 
-pub async fn connect(config: &ProbeConfig, host: &str, port: u16, deadline: Duration) -> Result<Connection, FailureReason> {
+pub async fn connect(
+    config: &ProbeConfig,
+    host: &str,
+    port: u16,
+    deadline: Duration,
+) -> Result<Connection, FailureReason> {
     let mut pg = tokio_postgres::Config::new();
     pg.host(host)
         .port(port)
@@ -299,16 +307,18 @@ pub fn grant_sql(schema: &str, role: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error(
-        "role `{role}` may not create the probe table ({message}); run as a privileged user:\n{create}\n{grant}"
-    )]
+    #[error("role `{role}` may not create the probe table ({message}); run as a privileged user:\n{create}\n{grant}")]
     NotAllowed { role: String, message: String, create: String, grant: String },
     #[error("probe setup failed: {0}")]
     Failed(String),
 }
 
 /// Creates the probe's schema and table unless they exist.
-pub async fn ensure_table(client: &tokio_postgres::Client, config: &ProbeConfig, deadline: Duration) -> Result<(), SetupError> {
+pub async fn ensure_table(
+    client: &tokio_postgres::Client,
+    config: &ProbeConfig,
+    deadline: Duration,
+) -> Result<(), SetupError> {
     let table = format!("{}.heartbeat", config.schema);
     let exists = tokio::time::timeout(deadline, client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]))
         .await
@@ -347,7 +357,11 @@ mod tests {
         let mut s = ProbeStats::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert_eq!(s.record(at(0), at(1), Err(FailureReason::ConnectRefused)), Transition::None, "no success yet: no outage");
+        assert_eq!(
+            s.record(at(0), at(1), Err(FailureReason::ConnectRefused)),
+            Transition::None,
+            "no success yet: no outage"
+        );
         assert_eq!(s.outage_since, None);
         assert_eq!(s.record(at(100), at(101), Ok(())), Transition::None);
         assert_eq!(
@@ -365,7 +379,11 @@ mod tests {
         assert!(failures.contains(&(FailureReason::ConnectRefused, 1)));
         assert!(failures.contains(&(FailureReason::ClosedConnection, 0)));
         assert_eq!(s.outage_durations.count, 1);
-        assert_eq!(s.outage_durations.buckets().iter().find(|(b, _)| *b == 3.0).unwrap().1, 1, "3.0 s lands in the le=3 bucket");
+        assert_eq!(
+            s.outage_durations.buckets().iter().find(|(b, _)| *b == 3.0).unwrap().1,
+            1,
+            "3.0 s lands in the le=3 bucket"
+        );
     }
 
     #[test]

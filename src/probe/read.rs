@@ -69,9 +69,12 @@ impl ReadProbe {
             data.probes.read.get_or_insert_with(Default::default).record(started, finished, result.map(|_| ()))
         };
         match transition {
-            Transition::OutageStarted { last_success, reason } => {
-                self.state.event(EventKind::ReadOutageStarted, None, format!("through HAProxy: {}", reason.as_str()), last_success)
-            }
+            Transition::OutageStarted { last_success, reason } => self.state.event(
+                EventKind::ReadOutageStarted,
+                None,
+                format!("through HAProxy: {}", reason.as_str()),
+                last_success,
+            ),
             Transition::OutageEnded(o) => self.state.event(
                 EventKind::ReadOutageEnded,
                 None,

@@ -76,12 +76,22 @@ impl WriteProbe {
         let started = Instant::now();
         if self.conn.is_none() {
             let conn = connect(&self.config, &self.host, self.port, deadline).await?;
-            if let Err(e) = ensure_table(&conn.client, &self.config, deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1))).await {
+            if let Err(e) = ensure_table(
+                &conn.client,
+                &self.config,
+                deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
+            )
+            .await
+            {
                 // A missing privilege is worth an error; a setup that failed because the
                 // server is going away is just this attempt's failure.
                 match &e {
-                    super::SetupError::NotAllowed { .. } => tracing::error!(scope = %self.state.scope, error = %e, "write probe setup"),
-                    super::SetupError::Failed(_) => tracing::debug!(scope = %self.state.scope, error = %e, "write probe setup"),
+                    super::SetupError::NotAllowed { .. } => {
+                        tracing::error!(scope = %self.state.scope, error = %e, "write probe setup")
+                    }
+                    super::SetupError::Failed(_) => {
+                        tracing::debug!(scope = %self.state.scope, error = %e, "write probe setup")
+                    }
                 }
                 return Err(FailureReason::Other);
             }
@@ -109,7 +119,9 @@ impl WriteProbe {
             self.conn = None;
         } else {
             self.acked.push_back((seq, finished));
-            while self.acked.len() > ACKED_KEPT || self.acked.front().is_some_and(|(_, t)| finished.duration_since(*t) > ACKED_AGE) {
+            while self.acked.len() > ACKED_KEPT
+                || self.acked.front().is_some_and(|(_, t)| finished.duration_since(*t) > ACKED_AGE)
+            {
                 self.acked.pop_front();
             }
         }
@@ -124,7 +136,12 @@ impl WriteProbe {
         match transition {
             Transition::OutageStarted { last_success, reason } => {
                 self.state.write().timeline.write_outage_started(last_success);
-                self.state.event(EventKind::WriteOutageStarted, None, format!("through HAProxy: {}", reason.as_str()), last_success);
+                self.state.event(
+                    EventKind::WriteOutageStarted,
+                    None,
+                    format!("through HAProxy: {}", reason.as_str()),
+                    last_success,
+                );
             }
             Transition::OutageEnded(outage) => {
                 self.check_owed = true;
@@ -208,7 +225,12 @@ impl WriteProbe {
             "DELETE FROM {} WHERE (probe_id = $1 AND seq < $2) OR written_at < now() - make_interval(secs => $3)",
             self.table()
         );
-        if let Err(reason) = within(self.config.timeout, conn.client.execute(&sql, &[&self.probe_id, &keep_from, &FOREIGN_ROWS_AGE_SECONDS])).await {
+        if let Err(reason) = within(
+            self.config.timeout,
+            conn.client.execute(&sql, &[&self.probe_id, &keep_from, &FOREIGN_ROWS_AGE_SECONDS]),
+        )
+        .await
+        {
             tracing::warn!(scope = %self.state.scope, reason = reason.as_str(), "pruning probe rows failed");
         }
     }

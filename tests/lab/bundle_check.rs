@@ -23,10 +23,8 @@ pub fn check(prometheus: &Prometheus, exporter: &Exporter, start: f64) {
     // Every metric the bundle names exists in a real exposition (after failovers, so the
     // last-failover families are there).
     let scraped: BTreeSet<String> = exporter.scrape().samples.iter().map(|s| s.name.clone()).collect();
-    let missing: Vec<String> = referenced_metrics()
-        .into_iter()
-        .filter(|n| n != "up" && n != "ALERTS" && !scraped.contains(n))
-        .collect();
+    let missing: Vec<String> =
+        referenced_metrics().into_iter().filter(|n| n != "up" && n != "ALERTS" && !scraped.contains(n)).collect();
     assert!(missing.is_empty(), "named by dashboards or rules but not exposed: {missing:?}");
 
     // Let Prometheus scrape and evaluate the healed cluster at least twice.

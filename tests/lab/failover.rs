@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::steps::Steps;
 use crate::support::writer::Writer;
 use crate::support::*;
 use crate::SCOPE;
@@ -24,7 +25,8 @@ fn verdict(m: &Metrics) -> String {
 }
 
 fn condition(m: &Metrics, name: &str) -> f64 {
-    m.get("pgha_cluster_condition", &[("scope", SCOPE), ("condition", name)]).unwrap_or_else(|| panic!("no condition {name}"))
+    m.get("pgha_cluster_condition", &[("scope", SCOPE), ("condition", name)])
+        .unwrap_or_else(|| panic!("no condition {name}"))
 }
 
 fn wait_verdict(exporter: &Exporter, want: &str, timeout: Duration) -> Metrics {
@@ -46,7 +48,9 @@ fn settle(exporter: &Exporter) -> Metrics {
     wait_until("the cluster settled (healthy for 3 s)", Duration::from_secs(90), || {
         let m = exporter.scrape();
         let settled = verdict(&m) == "healthy"
-            && m.leader(SCOPE).is_some_and(|l| m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]) == vec![l]);
+            && m.leader(SCOPE).is_some_and(|l| {
+                m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]) == vec![l]
+            });
         if !settled {
             since = None;
             return None;
@@ -79,19 +83,25 @@ fn replicas(m: &Metrics) -> Vec<String> {
 }
 
 /// Waits for a new failover of `kind` after `before` and checks it against the writer.
-fn expect_failover(exporter: &Exporter, writer: &Writer, kind: &str, before: f64, fault_at: Instant, timeout: Duration) -> Metrics {
+fn expect_failover(
+    exporter: &Exporter,
+    writer: &Writer,
+    kind: &str,
+    before: f64,
+    fault_at: Instant,
+    timeout: Duration,
+) -> Metrics {
     let m = wait_until(&format!("one more {kind} failover"), timeout, || {
         let m = exporter.scrape();
         (failovers(&m, kind) > before).then_some(m)
     });
     assert_eq!(failovers(&m, kind), before + 1.0, "exactly one failover");
-    let theirs = wait_until("the independent writer saw its outage end", Duration::from_secs(10), || writer.outage_after(fault_at));
+    let theirs = wait_until("the independent writer saw its outage end", Duration::from_secs(10), || {
+        writer.outage_after(fault_at)
+    });
     let m = exporter.scrape();
     let ours = counter(&m, "pgha_last_failover_write_downtime_seconds", &[("scope", SCOPE)]);
-    eprintln!(
-        "{kind} failover: exporter write downtime {ours:.3}s, independent writer {:.3}s",
-        theirs.as_secs_f64()
-    );
+    eprintln!("{kind} failover: exporter write downtime {ours:.3}s, independent writer {:.3}s", theirs.as_secs_f64());
     assert!((ours - theirs.as_secs_f64()).abs() <= 0.3, "exporter {ours:.3}s vs writer {:.3}s", theirs.as_secs_f64());
     m
 }
@@ -121,31 +131,106 @@ fn role_without_privileges_gets_the_sql(exporter: &Exporter) {
     std::fs::write(dir.join("config.yml"), config).unwrap();
     let err_path = dir.join("stderr");
     let child = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
-        .args(["--config.file", dir.join("config.yml").to_str().unwrap(), "--web.listen-address", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--config.file",
+            dir.join("config.yml").to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     // Killed (by its pid) if it does not stop by itself.
     let mut exporter = Exporter { child, addr: "127.0.0.1:1".parse().unwrap() };
-    let status = wait_until("the exporter refuses to start", Duration::from_secs(20), || exporter.child.try_wait().unwrap());
+    let status =
+        wait_until("the exporter refuses to start", Duration::from_secs(20), || exporter.child.try_wait().unwrap());
     let err = std::fs::read_to_string(&err_path).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("CREATE SCHEMA IF NOT EXISTS pgha_denied"), "{err}");
     assert!(err.contains("GRANT SELECT, INSERT, DELETE ON pgha_denied.heartbeat TO pgha_noperm"), "{err}");
 }
 
-pub fn run(exporter: &Exporter) {
-    role_without_privileges_gets_the_sql(exporter);
+/// A direct probe whose role may not create the probe table logs that once, with its scope
+/// and member, not on every round.
+#[allow(dead_code)]
+fn direct_setup_failure_logged_once(exporter: &Exporter) {
+    let leader = exporter.scrape().leader(SCOPE).unwrap();
+    let dir = std::env::temp_dir().join(format!("pgha-it-noperm-{}", std::process::id()));
+    let config = format!(
+        "clusters:\n  - scope: {SCOPE}\n    etcd: {{endpoints: ['http://127.0.0.11:12379', 'http://127.0.0.12:12379']}}\n    \
+         probes:\n      user: pgha_noperm\n      password: {{file: {}}}\n      database: app\n      \
+         schema: pgha_denied\n      interval: 100ms\n",
+        dir.join("password").display()
+    );
+    let log = dir.join("direct.log");
+    let direct = Exporter::start_with(&config, &log, &["--log.format", "json"]);
+    wait_until("the leader's direct probe ran", Duration::from_secs(10), || {
+        let m = direct.scrape();
+        (m.get(
+            "pgha_member_postgres_probe_failures_total",
+            &[("scope", SCOPE), ("member", &leader), ("reason", "other")],
+        ) >= Some(10.0))
+        .then_some(())
+    });
+    drop(direct);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let about_setup: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("pgha_denied"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(about_setup.len(), 1, "one line for ten failed setups: {about_setup:#?}");
+    let fields = &about_setup[0]["fields"];
+    assert_eq!(about_setup[0]["level"], "WARN", "{fields}");
+    assert_eq!((fields["scope"].as_str(), fields["member"].as_str()), (Some(SCOPE), Some(leader.as_str())), "{fields}");
+}
+
+/// The failover steps, in the order of the lab report; each heals the lab when it fails.
+pub fn run(steps: &mut Steps, exporter: &Exporter) {
+    let healed = || heal_and_settle(exporter);
+    steps.run("probe role without privileges gets the SQL", || role_without_privileges_gets_the_sql(exporter), healed);
+    // DIRECT_SETUP_STEP
     let writer = Writer::start();
     let started = Instant::now();
-    wait_until("the independent writer commits", Duration::from_secs(10), || (writer.successes_since(started) > 5).then_some(()));
-    wait_until("the write probe is up", Duration::from_secs(10), || {
-        (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)).then_some(())
-    });
-    settle(exporter);
+    let ready = steps.run(
+        "the independent writer and the write probe are up",
+        || {
+            wait_until("the independent writer commits", Duration::from_secs(10), || {
+                (writer.successes_since(started) > 5).then_some(())
+            });
+            wait_until("the write probe is up", Duration::from_secs(10), || {
+                (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0))
+                    .then_some(())
+            });
+            settle(exporter);
+        },
+        healed,
+    );
+    if ready.is_none() {
+        return;
+    }
+    steps.run("report 1: a replica stopped", || replica_stopped_writes_go_on(exporter), healed);
+    steps.run(
+        "report 2-4: the leader, then the other replica stopped",
+        || leader_then_replica(exporter, &writer),
+        healed,
+    );
+    steps.run("report 5: etcd members stopped one by one", || etcd_one_then_two(exporter), healed);
+    steps.run("report 6: HAProxy stopped", || haproxy_stopped_direct_writes(exporter), healed);
+    steps.run("SIGKILL of the leader", || sigkill_of_the_leader(exporter, &writer), healed);
+    steps.run("switchover is planned", || switchover_is_planned(exporter), healed);
+    steps.run("paused HAProxy and PostgreSQL", || paused_haproxy_and_postgres(exporter), healed);
+    steps.run("forced loss of acknowledged writes is counted", || forced_loss_is_counted(exporter), healed);
+}
 
-    // 1. A replica stopped: degraded, writes unaffected; started again: healthy.
-    let m = exporter.scrape();
+fn heal_and_settle(exporter: &Exporter) {
+    lab(&["heal", "120"]);
+    settle(exporter);
+}
+
+/// 1. A replica stopped: degraded, writes unaffected; started again: healthy.
+fn replica_stopped_writes_go_on(exporter: &Exporter) {
+    let m = settle(exporter);
     let replica = replicas(&m).pop().unwrap();
     let outages = write_outages(&m);
     lab(&["stop", &replica]);
@@ -157,16 +242,23 @@ pub fn run(exporter: &Exporter) {
     assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(1.0));
     lab(&["start", &replica]);
     wait_verdict(exporter, "healthy", Duration::from_secs(60));
+}
 
-    // 2. The leader stopped (SIGTERM): one unplanned failover, every phase, in time order.
+/// Report steps 2 to 4: the leader stopped (SIGTERM) gives one unplanned failover with every
+/// phase in time order; with the old leader still down, the other replica stopped leaves the
+/// leader alone while writes go on; all Patroni nodes started again give a healthy cluster.
+fn leader_then_replica(exporter: &Exporter, writer: &Writer) {
     let m = settle(exporter);
     let old = m.leader(SCOPE).unwrap();
     let before = failovers(&m, "unplanned");
     let fault_at = Instant::now();
     lab(&["stop", &old]);
-    let m = expect_failover(exporter, &writer, "unplanned", before, fault_at, Duration::from_secs(20));
+    let m = expect_failover(exporter, writer, "unplanned", before, fault_at, Duration::from_secs(20));
     let new = m.members_where("pgha_last_failover_info", &[("scope", SCOPE), ("old_leader", &old)]);
-    assert!(m.find("pgha_last_failover_info", &[("scope", SCOPE), ("old_leader", &old), ("kind", "unplanned")]).len() == 1, "{new:?}");
+    assert!(
+        m.find("pgha_last_failover_info", &[("scope", SCOPE), ("old_leader", &old), ("kind", "unplanned")]).len() == 1,
+        "{new:?}"
+    );
     let phases = m.find("pgha_last_failover_phase_seconds", &[("scope", SCOPE)]);
     assert_eq!(phases.len(), 6, "every phase present: {phases:?}");
     let json = events(exporter);
@@ -174,7 +266,15 @@ pub fn run(exporter: &Exporter) {
     let names: Vec<&str> = steps.iter().map(|s| s[0].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["last_write_ok", "old_leader_lost", "leader_key_released", "leader_key_acquired", "new_primary_writable", "haproxy_routed", "first_write_ok"]
+        [
+            "last_write_ok",
+            "old_leader_lost",
+            "leader_key_released",
+            "leader_key_acquired",
+            "new_primary_writable",
+            "haproxy_routed",
+            "first_write_ok"
+        ]
     );
     let times: Vec<f64> = steps.iter().map(|s| s[1].as_f64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "steps in time order: {steps:?}");
@@ -183,7 +283,6 @@ pub fn run(exporter: &Exporter) {
     let m = wait_verdict(exporter, "degraded", Duration::from_secs(10));
     let leader = m.leader(SCOPE).unwrap();
 
-    // 3. The old leader still down, the other replica stopped: the leader alone, writes go on.
     let other = replicas(&m).into_iter().find(|r| *r != old).expect("the remaining replica");
     let outages = write_outages(&m);
     lab(&["stop", &other]);
@@ -195,12 +294,13 @@ pub fn run(exporter: &Exporter) {
     assert_eq!(write_outages(&exporter.scrape()), outages);
     assert_eq!(exporter.scrape().leader(SCOPE).as_deref(), Some(leader.as_str()));
 
-    // 4. All Patroni nodes started: healthy.
     lab(&["start", &old, &other]);
     wait_verdict(exporter, "healthy", Duration::from_secs(90));
-    settle(exporter);
+}
 
-    // 5. etcd: one member stopped, quorum holds; a second, quorum lost, then read-only.
+/// 5. etcd: one member stopped, quorum holds; a second, quorum lost, then read-only.
+fn etcd_one_then_two(exporter: &Exporter) {
+    settle(exporter);
     lab(&["stop", "etcd1"]);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(verdict(&exporter.scrape()), "healthy", "quorum holds with two of three");
@@ -219,8 +319,10 @@ pub fn run(exporter: &Exporter) {
     assert_eq!(verdict(&exporter.scrape()), "dcs_quorum_lost");
     lab(&["start", "etcd1", "etcd2"]);
     wait_verdict(exporter, "healthy", Duration::from_secs(60));
+}
 
-    // 6. HAProxy stopped: entry point down while the direct probe still writes.
+/// 6. HAProxy stopped: entry point down while the direct probe still writes.
+fn haproxy_stopped_direct_writes(exporter: &Exporter) {
     let leader = settle(exporter).leader(SCOPE).unwrap();
     lab(&["stop", "haproxy"]);
     let m = wait_verdict(exporter, "entry_point_down", Duration::from_secs(5));
@@ -230,11 +332,6 @@ pub fn run(exporter: &Exporter) {
     });
     lab(&["start", "haproxy"]);
     wait_verdict(exporter, "healthy", Duration::from_secs(20));
-
-    sigkill_of_the_leader(exporter, &writer);
-    switchover_is_planned(exporter);
-    paused_haproxy_and_postgres(exporter);
-    forced_loss_is_counted(exporter);
 }
 
 fn sigkill_of_the_leader(exporter: &Exporter, writer: &Writer) {
@@ -255,7 +352,16 @@ fn switchover_is_planned(exporter: &Exporter) {
     let candidate = replicas(&m).pop().unwrap();
     let (planned, unplanned) = (failovers(&m, "planned"), failovers(&m, "unplanned"));
     let out = Command::new("patronictl")
-        .args(["-c", lab_dir().join("node1/patroni.yml").to_str().unwrap(), "switchover", "--leader", &leader, "--candidate", &candidate, "--force"])
+        .args([
+            "-c",
+            lab_dir().join("node1/patroni.yml").to_str().unwrap(),
+            "switchover",
+            "--leader",
+            &leader,
+            "--candidate",
+            &candidate,
+            "--force",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -265,7 +371,10 @@ fn switchover_is_planned(exporter: &Exporter) {
     });
     assert_eq!(failovers(&m, "planned"), planned + 1.0);
     assert_eq!(failovers(&m, "unplanned"), unplanned, "a switchover is not unplanned");
-    assert_eq!(m.find("pgha_last_failover_info", &[("scope", SCOPE), ("new_leader", &candidate), ("kind", "planned")]).len(), 1);
+    assert_eq!(
+        m.find("pgha_last_failover_info", &[("scope", SCOPE), ("new_leader", &candidate), ("kind", "planned")]).len(),
+        1
+    );
     lab(&["heal", "120"]);
     wait_verdict(exporter, "healthy", Duration::from_secs(30));
 }
@@ -276,12 +385,14 @@ fn paused_haproxy_and_postgres(exporter: &Exporter) {
     let leader = settle(exporter).leader(SCOPE).unwrap();
     for target in ["haproxy", leader.as_str()] {
         let m = settle(exporter);
-        let timeouts = counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
+        let timeouts =
+            counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
         let failovers_before = failovers(&m, "unplanned") + failovers(&m, "planned");
         lab(&["pause", target]);
         std::thread::sleep(Duration::from_secs(3));
         let m = exporter.scrape();
-        let now = counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
+        let now =
+            counter(&m, "pgha_probe_failures_total", &[("scope", SCOPE), ("probe", "write"), ("reason", "timeout")]);
         // The probe's deadline is 500 ms: a hang would give at most one.
         assert!(now - timeouts >= 2.0, "paused {target}: {timeouts} -> {now} timeouts");
         assert_eq!(m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(0.0));
@@ -290,7 +401,11 @@ fn paused_haproxy_and_postgres(exporter: &Exporter) {
             (exporter.scrape().get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)).then_some(())
         });
         let m = exporter.scrape();
-        assert_eq!(failovers(&m, "unplanned") + failovers(&m, "planned"), failovers_before, "a 3 s hang is no failover");
+        assert_eq!(
+            failovers(&m, "unplanned") + failovers(&m, "planned"),
+            failovers_before,
+            "a 3 s hang is no failover"
+        );
     }
     lab(&["heal", "60"]);
 }
@@ -323,12 +438,15 @@ fn forced_loss_is_counted(exporter: &Exporter) {
     lab(&["pause-walsenders", &old]);
     wait_until("acknowledged writes that cannot replicate", Duration::from_secs(10), || {
         let m = exporter.scrape();
-        (counter(&m, "pgha_probe_attempts_total", &[("scope", SCOPE), ("probe", "write")]) >= attempts + 15.0).then_some(())
+        (counter(&m, "pgha_probe_attempts_total", &[("scope", SCOPE), ("probe", "write")]) >= attempts + 15.0)
+            .then_some(())
     });
     lab(&["kill", &old]);
     let m = wait_until("the failover and its loss check", Duration::from_secs(40), || {
         let m = exporter.scrape();
-        (failovers(&m, "unplanned") > before && m.get("pgha_probe_lost_writes_total", &[("scope", SCOPE)]) > Some(lost_before)).then_some(m)
+        (failovers(&m, "unplanned") > before
+            && m.get("pgha_probe_lost_writes_total", &[("scope", SCOPE)]) > Some(lost_before))
+        .then_some(m)
     });
     let ours = counter(&m, "pgha_probe_lost_writes_total", &[("scope", SCOPE)]) - lost_before;
     assert_eq!(m.get("pgha_last_failover_lost_writes", &[("scope", SCOPE)]), Some(ours));
@@ -338,7 +456,12 @@ fn forced_loss_is_counted(exporter: &Exporter) {
         .iter()
         .rev()
         .find(|e| e["kind"] == "lost_writes")
-        .and_then(|e| e["detail"].as_str().and_then(|d| d.rsplit("seq ").next()).map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()))
+        .and_then(|e| {
+            e["detail"]
+                .as_str()
+                .and_then(|d| d.rsplit("seq ").next())
+                .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        })
         .expect("a lost_writes event");
 
     // The truth: what the new primary has, and what the killed one had on disk.
@@ -347,15 +470,34 @@ fn forced_loss_is_counted(exporter: &Exporter) {
     let on_new = probe_rows(&["-h", &ip, "-p", "15432", "-U", "postgres", "-d", "app"], &probe_id);
     let dir = lab_dir().join(&old);
     let data = dir.join("data");
-    let socket_opts = format!("-c port=25432 -c listen_addresses='' -c unix_socket_directories={} -c archive_mode=off", dir.display());
-    let start = as_postgres(&["/usr/lib/postgresql/15/bin/pg_ctl", "-D", data.to_str().unwrap(), "-o", &socket_opts, "-w", "-t", "60", "-l", dir.join("standalone.log").to_str().unwrap(), "start"]);
+    let socket_opts = format!(
+        "-c port=25432 -c listen_addresses='' -c unix_socket_directories={} -c archive_mode=off",
+        dir.display()
+    );
+    let start = as_postgres(&[
+        "/usr/lib/postgresql/15/bin/pg_ctl",
+        "-D",
+        data.to_str().unwrap(),
+        "-o",
+        &socket_opts,
+        "-w",
+        "-t",
+        "60",
+        "-l",
+        dir.join("standalone.log").to_str().unwrap(),
+        "start",
+    ]);
     assert!(start.status.success(), "standalone start of the old primary: {}", String::from_utf8_lossy(&start.stderr));
     let on_old = probe_rows(&["-h", dir.to_str().unwrap(), "-p", "25432", "-U", "postgres", "-d", "app"], &probe_id);
-    let stop = as_postgres(&["/usr/lib/postgresql/15/bin/pg_ctl", "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    let stop =
+        as_postgres(&["/usr/lib/postgresql/15/bin/pg_ctl", "-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
     assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
 
     let missing: BTreeSet<i64> = on_old.difference(&on_new).copied().collect();
-    eprintln!("forced loss: exporter counted {ours}, {} committed on the old primary are missing on the new one", missing.len());
+    eprintln!(
+        "forced loss: exporter counted {ours}, {} committed on the old primary are missing on the new one",
+        missing.len()
+    );
     assert!(ours > 0.0, "a real loss was provoked and counted");
     assert!(reported.is_subset(&missing), "every write counted lost is really missing: {reported:?} vs {missing:?}");
     let uncounted: Vec<i64> = missing.difference(&reported).copied().collect();

@@ -81,9 +81,36 @@ fn rule_exprs() -> Vec<String> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "and", "or", "unless", "atan2", "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "sum", "avg", "count", "min", "max", "group", "stddev", "stdvar", "topk", "bottomk", "count_values", "quantile",
-    "limitk", "limit_ratio", "start", "end", "inf", "nan",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "sum",
+    "avg",
+    "count",
+    "min",
+    "max",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "count_values",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+    "start",
+    "end",
+    "inf",
+    "nan",
 ];
 /// Keywords that may be followed by a parenthesised list of label names.
 const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
@@ -356,7 +383,10 @@ mod tokenizer {
     #[test]
     fn substitutes_variables() {
         assert_eq!(
-            substitute(r#"rate(m{scope=~"$scope|${scope}|${scope:regex}"}[$__rate_interval]) $__range ${__interval} $other $__range_s"#, "demo"),
+            substitute(
+                r#"rate(m{scope=~"$scope|${scope}|${scope:regex}"}[$__rate_interval]) $__range ${__interval} $other $__range_s"#,
+                "demo"
+            ),
             r#"rate(m{scope=~"demo|demo|demo"}[1m]) 1m 1m $other $__range_s"#
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod prometheus;
+pub mod steps;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -61,8 +62,22 @@ impl LabGuard {
 impl Drop for LabGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("===== lab status\n{}", Command::new(repo().join("compose/local/lab")).arg("status").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
-            eprintln!("===== lab logs\n{}", Command::new(repo().join("compose/local/lab")).arg("logs").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
+            eprintln!(
+                "===== lab status\n{}",
+                Command::new(repo().join("compose/local/lab"))
+                    .arg("status")
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            );
+            eprintln!(
+                "===== lab logs\n{}",
+                Command::new(repo().join("compose/local/lab"))
+                    .arg("logs")
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            );
             let log = std::fs::read_to_string(&self.exporter_log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();
             eprintln!("===== exporter log (last 80 lines)\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
@@ -83,6 +98,11 @@ pub fn free_port() -> u16 {
 
 impl Exporter {
     pub fn start(config: &str, log: &PathBuf) -> Self {
+        Self::start_with(config, log, &[])
+    }
+
+    /// Started with `extra` arguments after the config file and listen address.
+    pub fn start_with(config: &str, log: &PathBuf, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("pgha-it-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("config.yml");
@@ -90,6 +110,7 @@ impl Exporter {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
             .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("PGHA_PROBE_PASSWORD", "app")
             .stdout(Stdio::null())
@@ -176,7 +197,9 @@ impl Metrics {
     pub fn find(&self, name: &str, matching: &[(&str, &str)]) -> Vec<&Sample> {
         self.samples
             .iter()
-            .filter(|s| s.name == name && matching.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|s| {
+                s.name == name && matching.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .collect()
     }
 
@@ -189,8 +212,12 @@ impl Metrics {
 
     /// The `member` label of every sample of `name` (in `matching`) whose value is 1.
     pub fn members_where(&self, name: &str, matching: &[(&str, &str)]) -> Vec<String> {
-        let mut m: Vec<String> =
-            self.find(name, matching).into_iter().filter(|s| s.value == 1.0).filter_map(|s| s.labels.get("member").cloned()).collect();
+        let mut m: Vec<String> = self
+            .find(name, matching)
+            .into_iter()
+            .filter(|s| s.value == 1.0)
+            .filter_map(|s| s.labels.get("member").cloned())
+            .collect();
         m.sort();
         m
     }

@@ -29,7 +29,9 @@ async fn attempt(client: &mut Option<(tokio_postgres::Client, tokio::task::JoinH
         let task = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let create = c.batch_execute("CREATE TABLE IF NOT EXISTS it_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())");
+        let create = c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS it_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
+        );
         if !matches!(tokio::time::timeout(DEADLINE, create).await, Ok(Ok(()))) {
             task.abort();
             return false;
@@ -37,7 +39,10 @@ async fn attempt(client: &mut Option<(tokio_postgres::Client, tokio::task::JoinH
         *client = Some((c, task));
     }
     let (c, _) = client.as_ref().unwrap();
-    let ok = matches!(tokio::time::timeout(DEADLINE, c.execute("INSERT INTO it_writes DEFAULT VALUES", &[])).await, Ok(Ok(_)));
+    let ok = matches!(
+        tokio::time::timeout(DEADLINE, c.execute("INSERT INTO it_writes DEFAULT VALUES", &[])).await,
+        Ok(Ok(_))
+    );
     if !ok {
         if let Some((_, task)) = client.take() {
             task.abort();
