@@ -48,7 +48,7 @@ async fn events(State(state): State<AppState>, axum::extract::Query(q): axum::ex
     let mut events: Vec<crate::timeline::Event> = state
         .clusters
         .iter()
-        .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope))
+        .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope()))
         .flat_map(|c| c.read().timeline.events.iter().cloned().collect::<Vec<_>>())
         .collect();
     events.sort_by(|a, b| a.time.total_cmp(&b.time));
@@ -57,8 +57,8 @@ async fn events(State(state): State<AppState>, axum::extract::Query(q): axum::ex
     let failovers: Vec<serde_json::Value> = state
         .clusters
         .iter()
-        .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope))
-        .filter_map(|c| c.read().timeline.last.as_ref().map(|f| serde_json::json!({"scope": c.scope, "failover": f})))
+        .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope()))
+        .filter_map(|c| c.read().timeline.last.as_ref().map(|f| serde_json::json!({"scope": c.scope(), "failover": f})))
         .collect();
     let body = serde_json::json!({ "events": &events[skip..], "last_failovers": failovers });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
@@ -74,14 +74,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Ready once every cluster's every source has completed one round, so a freshly started
-/// exporter does not report empty data as "all down".
+/// Ready once every target of every cluster has had its first call (see `ClusterState::ready`).
 async fn ready(State(state): State<AppState>) -> Response {
-    let waiting: Vec<&str> = state.clusters.iter().filter(|c| !c.ready()).map(|c| c.scope.as_str()).collect();
+    let waiting: Vec<&str> = state.clusters.iter().filter(|c| !c.ready()).map(|c| c.scope()).collect();
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for a first round of: {}\n", waiting.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for a first call to every target of: {}\n", waiting.join(", ")),
+        )
             .into_response()
     }
 }
@@ -95,18 +97,18 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     for c in &state.clusters {
         let data = c.read();
         let sources: Vec<String> = c
-            .sources
+            .plan
+            .sources()
             .iter()
             .map(|s| {
-                let targets: Vec<&crate::state::TargetHealth> =
-                    data.health.iter().filter(|((src, _), _)| src == s).map(|(_, h)| h).collect();
-                let up = targets.iter().filter(|h| h.up).count();
-                format!("{} {}/{} up", s.as_str(), up, targets.len())
+                let targets = data.targets(*s);
+                let up = targets.iter().filter(|(_, h)| h.up).count();
+                format!("{s} {up}/{} up", targets.len())
             })
             .collect();
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(&c.scope),
+            escape(c.scope()),
             data.members.len(),
             escape(&sources.join(", "))
         ));
@@ -124,7 +126,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Source;
+    use crate::timeline::Change;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
@@ -139,29 +141,32 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints_answer_without_any_target() {
-        let cluster =
-            Arc::new(ClusterState::new("demo<x>".into(), vec![Source::Patroni], std::time::Duration::from_secs(1)));
+        let yaml = "clusters:\n  - scope: demo<x>\n    patroni: {members: [{name: m, api_url: 'http://m:1'}]}\n";
+        let plan = crate::config::Config::parse(yaml).unwrap().clusters.remove(0);
+        let cluster = Arc::new(ClusterState::new(plan, None));
         let app = app(AppState::new(vec![cluster.clone()]));
         let (status, body, ct) = get_text(app.clone(), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(ct.as_deref(), Some(OPENMETRICS));
         assert!(body.contains("pgha_build_info"), "{body}");
         assert_eq!(get_text(app.clone(), "/-/healthy").await.0, StatusCode::OK);
-        assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
-        cluster.finish_round(Source::Patroni);
-        assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK);
+        let (status, why, _) = get_text(app.clone(), "/-/ready").await;
+        assert_eq!(
+            (status, why.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "waiting for a first call to every target of: demo<x>\n")
+        );
+        cluster.apply_member("m", "http://m:1", crate::testing::refused());
+        assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK, "a refused call is a finished one");
         let (_, page, _) = get_text(app.clone(), "/").await;
         assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");
-        cluster.event(
-            crate::timeline::EventKind::EtcdLeaderChanged,
-            Some("etcd2"),
-            "etcd1 -> etcd2",
-            std::time::Instant::now(),
-        );
+        assert!(page.contains("patroni 0/1 up"), "{page}");
+        let change = Change::EtcdLeaderChanged { from: "etcd1".into(), to: "etcd2".into() };
+        cluster.apply_change(change, std::time::Instant::now());
         let (status, body, ct) = get_text(app, "/api/v1/events?limit=5").await;
         assert_eq!((status, ct.as_deref()), (StatusCode::OK, Some("application/json")));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["events"][0]["kind"], "etcd_leader_changed");
         assert_eq!(v["events"][0]["member"], "etcd2");
+        assert_eq!(v["events"][0]["detail"], "etcd1 -> etcd2");
     }
 }

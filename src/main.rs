@@ -84,12 +84,14 @@ fn init_logging(cli: &Cli) {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Until reload exists, a SIGHUP (which would kill the process by default) is logged and ignored.
+    ignore_sighup()?;
     // Two rustls crypto backends may be compiled in (reqwest's and etcd-client's): pick one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = Config::load(&cli.config_file).context("loading the configuration")?;
     pgha_exporter::preflight(&config).await?;
-    let clusters = pgha_exporter::start(&config)?;
-    let scopes: Vec<&str> = clusters.iter().map(|c| c.scope.as_str()).collect();
+    let clusters = pgha_exporter::start(&config);
+    let scopes: Vec<&str> = clusters.iter().map(|c| c.scope()).collect();
     let listener = tokio::net::TcpListener::bind(cli.listen_address)
         .await
         .with_context(|| format!("binding {}", cli.listen_address))?;
@@ -109,6 +111,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ = forced => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"),
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn ignore_sighup() -> anyhow::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::warn!("SIGHUP received: reloading the configuration is not supported yet; ignored");
+        }
+    });
     Ok(())
 }
 

@@ -1,141 +1,63 @@
-//! The shared state of one cluster: the latest reading of every source, the health of every
-//! target, and the members discovered so far. Collection loops write it; `/metrics` reads it.
-//! Locks are std locks held only to copy or swap plain data, never across an `await`.
+//! The state of one cluster: every target's latest reading and health, the members known, the
+//! probes' counters and the failover timeline.
+//!
+//! Collectors and probes never lock it: they hand a whole reading to one of the `apply_*`
+//! methods, which takes the lock once, updates the reading and the target's health together,
+//! derives the typed changes and feeds them to the tracker, then logs after the lock is released
+//! (a slow stderr must not hold up `/metrics`). Readers get a read guard: the data's fields are
+//! public to read, and only this module can write them.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use crate::collect::etcd::EtcdReading;
-use crate::collect::haproxy::HaproxyReading;
-use crate::collect::patroni::{ClusterView, MemberStatus};
-use crate::probe::{FailureReason, ProbeStats};
-use crate::timeline::{EventKind, Tracker};
+use crate::config::ClusterPlan;
+use crate::model::address::HostPort;
+use crate::model::etcd::{EtcdRound, EtcdView};
+use crate::model::haproxy::{member_of, server_transitions, Routes, Stats};
+use crate::model::patroni::{summarize, ClusterView, FoundMember, MemberStatus, Summary};
+use crate::model::probe::{Attempt, DirectOutcome, DirectStatus, Outage, ProbeKind, ProbeStats, Transition};
+use crate::model::source::{HealthChange, Reading, Source, TargetHealth};
+use crate::model::verdict::Verdict;
+use crate::timeline::{Change, Event, LeaderSeenIn, Sees, Tracker};
 
-/// A source of readings: the `source` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Source {
-    Patroni,
-    Etcd,
-    Haproxy,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Patroni => "patroni",
-            Source::Etcd => "etcd",
-            Source::Haproxy => "haproxy",
-        }
-    }
-}
-
-/// Why a call to a target failed: the `kind` label of `pgha_source_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    Timeout,
-    Connect,
-    HttpStatus,
-    TooLarge,
-    Parse,
-    Rpc,
-    Other,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
-        ErrorKind::Timeout,
-        ErrorKind::Connect,
-        ErrorKind::HttpStatus,
-        ErrorKind::TooLarge,
-        ErrorKind::Parse,
-        ErrorKind::Rpc,
-        ErrorKind::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Connect => "connect",
-            ErrorKind::HttpStatus => "http_status",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::Parse => "parse",
-            ErrorKind::Rpc => "rpc",
-            ErrorKind::Other => "other",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
-    }
-}
-
-/// The health of one target (a Patroni member, an etcd endpoint, an HAProxy instance).
-#[derive(Debug, Clone, Default)]
-pub struct TargetHealth {
-    pub up: bool,
-    pub last_duration: Duration,
-    pub last_poll: Option<Instant>,
-    /// Counts by `ErrorKind::ALL` order; all kinds exist from the start so `increase()` sees the
-    /// first error.
-    pub errors: [u64; ErrorKind::ALL.len()],
-    pub last_error: Option<String>,
-}
-
-impl TargetHealth {
-    pub fn errors_by_kind(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
-        ErrorKind::ALL.iter().map(|k| (*k, self.errors[k.index()]))
-    }
-}
-
-/// A member as discovery knows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnownMember {
+/// A member as discovery knows it, with its latest own answer.
+#[derive(Debug, Clone)]
+pub struct Member {
     /// Base URL of its REST API, without a path.
     pub api_url: String,
-    /// Its PostgreSQL `host:port`, when known.
-    pub postgres: Option<String>,
+    pub postgres: Option<HostPort>,
     /// Configured statically: never expires.
     pub fixed: bool,
     /// Listed by the latest discovery answer.
     pub present: bool,
     pub last_seen: Instant,
-}
-
-/// A member found by one discovery answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FoundMember {
-    pub name: String,
-    pub api_url: String,
-    pub postgres: Option<String>,
-}
-
-/// The reading of one member's own `GET /patroni`.
-#[derive(Debug, Clone)]
-pub struct MemberReading {
-    /// `None` when the member did not answer (or answered garbage) in the last round.
+    pub health: TargetHealth,
+    /// Its own `GET /patroni`; `None` when its last call failed.
     pub status: Option<MemberStatus>,
 }
 
-#[derive(Debug, Default)]
-pub struct ClusterData {
-    pub members: BTreeMap<String, KnownMember>,
-    pub patroni: BTreeMap<String, MemberReading>,
-    /// `/cluster` as one member sees it (Patroni's DCS view; stale during a DCS outage).
-    pub dcs_view: Option<ClusterView>,
-    pub etcd: Option<EtcdReading>,
-    pub haproxy: BTreeMap<String, HaproxyReading>,
-    pub health: BTreeMap<(Source, String), TargetHealth>,
-    /// When each source last completed a round: the age of its snapshot.
-    pub rounds: BTreeMap<Source, Instant>,
-    pub probes: ProbeReadings,
-    /// Events and the failover timeline.
-    pub timeline: Tracker,
+/// One HAProxy instance.
+#[derive(Debug, Clone)]
+pub struct Haproxy {
+    pub health: TargetHealth,
+    pub routes: Routes,
+    /// The last stats read successfully: transitions are found against it, so a change across a
+    /// failed poll is not lost.
+    last_good: Option<Stats>,
+}
+
+impl Haproxy {
+    /// The stats of the last call, if it succeeded.
+    pub fn stats(&self) -> Option<&Stats> {
+        self.last_good.as_ref().filter(|_| self.health.up)
+    }
 }
 
 /// The synthetic probes' state.
-#[derive(Debug, Default)]
-pub struct ProbeReadings {
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
     /// This exporter instance's probe id (rows it writes carry it).
     pub probe_id: Option<String>,
     /// Through HAProxy's primary port.
@@ -148,126 +70,79 @@ pub struct ProbeReadings {
     pub lost_writes_total: u64,
     /// Acknowledged writes missing after the last write outage.
     pub last_outage_lost_writes: Option<u64>,
-    pub direct_enabled: bool,
     /// Each member's own PostgreSQL.
     pub direct: BTreeMap<String, DirectStatus>,
 }
 
-/// The direct probe of one member's PostgreSQL.
-#[derive(Debug, Clone, Default)]
-pub struct DirectStatus {
-    pub up: bool,
-    pub in_recovery: Option<bool>,
-    /// The last write to the probe table on this member succeeded (only tried when it is not
-    /// in recovery).
-    pub writable: bool,
-    pub attempts: u64,
-    pub failures: [u64; FailureReason::ALL.len()],
-}
-
 #[derive(Debug)]
-pub struct ClusterState {
-    pub scope: String,
-    /// The sources this cluster is configured with; readiness waits for one round of each.
-    pub sources: Vec<Source>,
-    pub member_retention: Duration,
-    pub data: RwLock<ClusterData>,
+pub struct ClusterData {
+    pub members: BTreeMap<String, Member>,
+    /// Patroni discovery URLs (`patroni.discovery_urls`), each a target.
+    pub discovery: BTreeMap<String, TargetHealth>,
+    /// `/cluster` as one member sees it (Patroni's DCS view; stale during a DCS outage).
+    pub dcs_view: Option<ClusterView>,
+    /// Present when etcd is configured.
+    pub etcd: Option<EtcdView>,
+    pub haproxy: BTreeMap<String, Haproxy>,
+    pub probes: Probes,
+    /// Events and the failover timeline.
+    pub timeline: Tracker,
+    /// Without etcd: the sole primary last seen, which stands in for the leader key.
+    sole_primary: Option<String>,
+    verdict: Option<Verdict>,
 }
 
-impl ClusterState {
-    pub fn new(scope: String, sources: Vec<Source>, member_retention: Duration) -> Self {
-        Self { scope, sources, member_retention, data: RwLock::new(ClusterData::default()) }
+impl ClusterData {
+    /// Every known member's latest own answer.
+    pub fn statuses(&self) -> impl Iterator<Item = (&str, Option<&MemberStatus>)> {
+        self.members.iter().map(|(n, m)| (n.as_str(), m.status.as_ref()))
     }
 
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ClusterData> {
-        // A panic while holding the lock cannot leave plain data half-written in a way that
-        // matters more than losing all metrics: keep serving.
-        self.data.read().unwrap_or_else(|p| p.into_inner())
+    pub fn summary(&self) -> Summary {
+        summarize(self.statuses(), self.dcs_view.as_ref())
     }
 
-    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, ClusterData> {
-        self.data.write().unwrap_or_else(|p| p.into_inner())
+    /// Each member's PostgreSQL address, to match HAProxy servers to members.
+    pub fn member_addresses(&self) -> BTreeMap<String, Option<HostPort>> {
+        self.members.iter().map(|(n, m)| (n.clone(), m.postgres.clone())).collect()
     }
 
-    /// Makes a target's series exist (all zero) before its first poll.
-    pub fn register_target(&self, source: Source, target: &str) {
-        self.write().health.entry((source, target.to_string())).or_default();
-    }
-
-    /// Records the outcome of one call to a target and logs only transitions, so a target that
-    /// stays down does not flood the log.
-    pub fn record_poll(
-        &self,
-        source: Source,
-        target: &str,
-        duration: Duration,
-        outcome: Result<(), (ErrorKind, String)>,
-    ) {
-        // What to log is decided under the lock and logged after it: a slow stderr must not
-        // hold up /metrics or the other loops.
-        let log: Option<Result<(), (ErrorKind, String)>> = {
-            let mut data = self.write();
-            // A Patroni member forgotten by discovery while its poll was in flight stays gone.
-            if source == Source::Patroni && !data.members.contains_key(target) {
-                return;
+    /// Every target of `source` with its health.
+    pub fn targets(&self, source: Source) -> Vec<(&str, &TargetHealth)> {
+        match source {
+            Source::Patroni => self
+                .members
+                .iter()
+                .map(|(n, m)| (n.as_str(), &m.health))
+                .chain(self.discovery.iter().map(|(u, h)| (u.as_str(), h)))
+                .collect(),
+            Source::Etcd => {
+                self.etcd.iter().flat_map(|e| e.endpoints.iter().map(|(n, ep)| (n.as_str(), &ep.health))).collect()
             }
-            let health = data.health.entry((source, target.to_string())).or_default();
-            let was_up = health.up;
-            let first = health.last_poll.is_none();
-            health.last_duration = duration;
-            health.last_poll = Some(Instant::now());
-            match outcome {
-                Ok(()) => {
-                    health.up = true;
-                    health.last_error = None;
-                    (!was_up && !first).then_some(Ok(()))
-                }
-                Err((kind, message)) => {
-                    health.up = false;
-                    health.errors[kind.index()] += 1;
-                    let changed = was_up || first || health.last_error.as_deref() != Some(message.as_str());
-                    health.last_error = Some(message.clone());
-                    changed.then_some(Err((kind, message)))
-                }
-            }
-        };
-        match log {
-            Some(Ok(())) => tracing::info!(scope = %self.scope, source = source.as_str(), target, "target is back up"),
-            Some(Err((kind, message))) => tracing::warn!(scope = %self.scope, source = source.as_str(), target,
-                kind = kind.as_str(), error = %message, "target poll failed"),
-            None => {}
+            Source::Haproxy => self.haproxy.iter().map(|(n, h)| (n.as_str(), &h.health)).collect(),
         }
     }
 
-    /// Records an event (and advances the failover timeline).
-    pub fn event(&self, kind: EventKind, member: Option<&str>, detail: impl Into<String>, at: Instant) {
-        let detail = detail.into();
-        self.write().timeline.event(&self.scope, kind, member, detail.clone(), at);
-        tracing::info!(scope = %self.scope, event = ?kind, member = member.unwrap_or(""), %detail, "event");
+    /// Age of the stalest latest reading of `source`; `None` before any target answered a call.
+    pub fn snapshot_age(&self, source: Source, now: Instant) -> Option<Duration> {
+        let oldest = self.targets(source).into_iter().filter_map(|(_, h)| h.last_poll).min()?;
+        Some(now.saturating_duration_since(oldest))
     }
 
-    pub fn finish_round(&self, source: Source) {
-        self.write().rounds.insert(source, Instant::now());
-    }
-
-    pub fn ready(&self) -> bool {
-        let data = self.read();
-        self.sources.iter().all(|s| data.rounds.contains_key(s))
+    fn change(&mut self, change: Change, at: Instant, logs: &mut Vec<Log>) {
+        logs.extend(self.timeline.apply(&change, at).into_iter().map(Log::Event));
     }
 
     /// Folds one discovery answer into the known members: listed members are seen now; the
-    /// others stay, marked absent, until `member_retention` has passed since they were last seen.
-    pub fn observe_members(&self, found: Vec<FoundMember>, now: Instant) {
-        let mut data = self.write();
-        for m in data.members.values_mut() {
-            if !m.fixed {
-                m.present = false;
-            }
+    /// others stay, marked absent, until `retention` has passed since they were last seen.
+    fn observe(&mut self, found: Vec<FoundMember>, now: Instant, retention: Duration, logs: &mut Vec<Log>) {
+        for m in self.members.values_mut().filter(|m| !m.fixed) {
+            m.present = false;
         }
         for f in found {
-            let entry = data.members.entry(f.name.clone()).or_insert_with(|| {
-                tracing::info!(scope = %self.scope, member = %f.name, api_url = %f.api_url, "member discovered");
-                KnownMember { api_url: f.api_url.clone(), postgres: None, fixed: false, present: true, last_seen: now }
+            let entry = self.members.entry(f.name.clone()).or_insert_with(|| {
+                logs.push(Log::Discovered { member: f.name.clone(), api_url: f.api_url.clone() });
+                Member::new(f.api_url.clone(), None, false, now)
             });
             if !entry.fixed {
                 entry.api_url = f.api_url;
@@ -278,91 +153,519 @@ impl ClusterState {
             entry.present = true;
             entry.last_seen = now;
         }
-        let retention = self.member_retention;
-        let expired: Vec<String> = data
+        let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| !m.fixed && now.duration_since(m.last_seen) > retention)
+            .filter(|(_, m)| !m.fixed && now.saturating_duration_since(m.last_seen) > retention)
             .map(|(name, _)| name.clone())
             .collect();
         for name in expired {
-            tracing::info!(scope = %self.scope, member = %name, "member forgotten after retention");
-            data.members.remove(&name);
-            data.patroni.remove(&name);
-            data.health.remove(&(Source::Patroni, name));
+            self.members.remove(&name);
+            self.probes.direct.remove(&name);
+            logs.push(Log::Forgotten { member: name });
         }
     }
 
-    pub fn add_static_member(&self, name: &str, api_url: &str, postgres: Option<String>) {
-        self.write().members.insert(
-            name.to_string(),
-            KnownMember {
-                api_url: api_url.trim_end_matches('/').to_string(),
-                postgres,
-                fixed: true,
-                present: true,
-                last_seen: Instant::now(),
-            },
-        );
-        self.register_target(Source::Patroni, name);
+    /// Without etcd, a new sole primary by the members' own answers stands in for the leader key.
+    fn stand_in_for_leader_key(&mut self, at: Instant, logs: &mut Vec<Log>) {
+        let Some(leader) = self.summary().leader().map(str::to_string) else { return };
+        if self.sole_primary.as_ref() != Some(&leader) {
+            self.sole_primary = Some(leader.clone());
+            self.change(Change::LeaderKeyAcquired { member: leader, seen_in: LeaderSeenIn::OwnAnswers }, at, logs);
+        }
+    }
+}
+
+impl Member {
+    fn new(api_url: String, postgres: Option<HostPort>, fixed: bool, now: Instant) -> Self {
+        Self { api_url, postgres, fixed, present: true, last_seen: now, health: TargetHealth::default(), status: None }
+    }
+}
+
+/// What changed about a member between two of its own answers.
+fn member_changes(name: &str, before: Option<&MemberStatus>, after: Option<&MemberStatus>) -> Vec<Change> {
+    let member = name.to_string();
+    match (before, after) {
+        (Some(_), None) => vec![Change::MemberUnreachable { member }],
+        (None, Some(a)) => vec![Change::MemberReachable { member, role: a.role }],
+        (Some(b), Some(a)) if b.is_primary() && !a.is_primary() => {
+            vec![Change::LeftPrimary { member, role: a.role, state: a.state }]
+        }
+        (Some(b), Some(a)) if !b.is_primary() && a.is_primary() => {
+            vec![Change::BecamePrimary { member, timeline: a.timeline }]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A line to log once the lock is released.
+#[derive(Debug)]
+enum Log {
+    Health { source: Source, target: String, change: HealthChange },
+    Event(Event),
+    Discovered { member: String, api_url: String },
+    Forgotten { member: String },
+}
+
+fn emit(scope: &str, logs: Vec<Log>) {
+    for log in logs {
+        match log {
+            Log::Health { source, target, change: HealthChange::BackUp } => {
+                tracing::info!(scope, source = source.as_str(), target, "target is back up")
+            }
+            Log::Health { source, target, change: HealthChange::Failing(e) } => tracing::warn!(
+                scope, source = source.as_str(), target, kind = e.kind.as_str(), error = %e.message, "target poll failed"
+            ),
+            Log::Event(e) => tracing::info!(scope, event = e.kind.as_str(), member = e.member.as_deref().unwrap_or(""),
+                detail = %e.detail, "event"),
+            Log::Discovered { member, api_url } => tracing::info!(scope, member, api_url, "member discovered"),
+            Log::Forgotten { member } => tracing::info!(scope, member, "member forgotten after retention"),
+        }
+    }
+}
+
+/// One cluster's plan and state.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub plan: ClusterPlan,
+    data: RwLock<ClusterData>,
+    /// Latched once every target has had its first call.
+    ready: AtomicBool,
+}
+
+impl ClusterState {
+    pub fn new(plan: ClusterPlan, probe_id: Option<String>) -> Self {
+        let now = Instant::now();
+        let sees = Sees {
+            write_probe: plan.write_probe(),
+            direct_probe: plan.direct_probes(),
+            haproxy: !plan.haproxy.is_empty(),
+        };
+        let members = plan
+            .patroni
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), Member::new(m.api_url.clone(), m.postgres.clone(), true, now)))
+            .collect();
+        let haproxy = plan
+            .haproxy
+            .iter()
+            .map(|h| {
+                (h.name.clone(), Haproxy { health: TargetHealth::default(), routes: h.routes.clone(), last_good: None })
+            })
+            .collect();
+        let probes = Probes {
+            probe_id,
+            write: plan.write_probe().then(ProbeStats::default),
+            read: plan.read_probe().then(ProbeStats::default),
+            ..Probes::default()
+        };
+        let data = ClusterData {
+            members,
+            discovery: plan.patroni.discovery_urls.iter().map(|u| (u.clone(), TargetHealth::default())).collect(),
+            dcs_view: None,
+            etcd: plan.etcd.as_ref().map(|e| EtcdView::new(e.endpoints.iter().cloned())),
+            haproxy,
+            probes,
+            timeline: Tracker::new(&plan.scope, sees),
+            sole_primary: None,
+            verdict: None,
+        };
+        Self { plan, data: RwLock::new(data), ready: AtomicBool::new(false) }
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.plan.scope
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, ClusterData> {
+        // A panic while holding the lock cannot leave plain data half-written in a way that
+        // matters more than losing all metrics: keep serving.
+        self.data.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ClusterData> {
+        self.data.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` under the write lock, then logs what it noted.
+    fn update<R>(&self, f: impl FnOnce(&mut ClusterData, &mut Vec<Log>) -> R) -> R {
+        let mut logs = Vec::new();
+        let result = f(&mut self.write(), &mut logs);
+        emit(self.scope(), logs);
+        result
+    }
+
+    /// Ready once every target (members known, discovery URLs, etcd endpoints, HAProxy
+    /// instances) has finished one call, answered or failed, so a freshly started exporter does
+    /// not report empty data as "all down". It stays ready after that.
+    pub fn ready(&self) -> bool {
+        if self.ready.load(Ordering::Relaxed) {
+            return true;
+        }
+        let data = self.read();
+        let all = Source::ALL.iter().all(|s| data.targets(*s).iter().all(|(_, h)| h.attempted()));
+        if all {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        all
+    }
+
+    /// Members to poll: (name, REST base URL).
+    pub fn member_targets(&self) -> Vec<(String, String)> {
+        self.read().members.iter().map(|(n, m)| (n.clone(), m.api_url.clone())).collect()
+    }
+
+    /// Members to probe directly: (name, PostgreSQL address).
+    pub fn postgres_targets(&self) -> Vec<(String, HostPort)> {
+        self.read().members.iter().filter_map(|(n, m)| Some((n.clone(), m.postgres.clone()?))).collect()
+    }
+
+    /// Whom to ask for `/cluster`: the primary when one answers, else any member that answers.
+    pub fn view_source(&self) -> Option<String> {
+        let data = self.read();
+        let answering = || data.members.values().filter(|m| m.status.is_some());
+        let primary = answering().find(|m| m.status.as_ref().is_some_and(|s| s.is_primary()));
+        primary.or_else(|| answering().next()).map(|m| m.api_url.clone())
+    }
+
+    /// A member's own `GET /patroni`. Ignored when the member was forgotten (or moved) while
+    /// the call was in flight.
+    pub fn apply_member(&self, name: &str, api_url: &str, reading: Reading<MemberStatus>) {
+        let has_etcd = self.plan.etcd.is_some();
+        self.update(|d, logs| {
+            let Some(m) = d.members.get_mut(name).filter(|m| m.api_url == api_url) else { return };
+            let first = !m.health.attempted();
+            if let Some(change) = m.health.record(&reading) {
+                logs.push(Log::Health { source: Source::Patroni, target: name.to_string(), change });
+            }
+            let before = std::mem::replace(&mut m.status, reading.result.ok());
+            let changes = if first { Vec::new() } else { member_changes(name, before.as_ref(), m.status.as_ref()) };
+            for change in changes {
+                d.change(change, reading.at, logs);
+            }
+            if !has_etcd {
+                d.stand_in_for_leader_key(reading.at, logs);
+            }
+        })
+    }
+
+    /// Members found in Patroni's keys.
+    pub fn apply_discovery(&self, found: Vec<FoundMember>, at: Instant) {
+        let retention = self.plan.member_retention;
+        self.update(|d, logs| d.observe(found, at, retention, logs))
+    }
+
+    /// `/cluster` from a configured discovery URL.
+    pub fn apply_discovery_url(&self, url: &str, reading: Reading<ClusterView>) {
+        let (retention, discover) = (self.plan.member_retention, self.plan.etcd.is_none());
+        self.update(|d, logs| {
+            let Some(health) = d.discovery.get_mut(url) else { return };
+            if let Some(change) = health.record(&reading) {
+                logs.push(Log::Health { source: Source::Patroni, target: url.to_string(), change });
+            }
+            if let Ok(view) = reading.result {
+                if discover {
+                    d.observe(view.found_members(), reading.at, retention, logs);
+                }
+                d.dcs_view = Some(view);
+            }
+        })
+    }
+
+    /// `/cluster` from a member (not a target of its own: its member is).
+    pub fn apply_view(&self, view: ClusterView, at: Instant) {
+        let (retention, discover) = (self.plan.member_retention, self.plan.etcd.is_none());
+        self.update(|d, logs| {
+            if discover {
+                d.observe(view.found_members(), at, retention, logs);
+            }
+            d.dcs_view = Some(view);
+        })
+    }
+
+    /// One round of etcd calls.
+    pub fn apply_etcd(&self, round: EtcdRound) {
+        let retention = self.plan.member_retention;
+        let now = Instant::now();
+        self.update(|d, logs| {
+            let Some(etcd) = d.etcd.as_mut() else { return };
+            for (endpoint, reading) in round.endpoints {
+                let ep = etcd.endpoints.entry(endpoint.clone()).or_default();
+                if let Some(change) = ep.health.record(&reading) {
+                    logs.push(Log::Health { source: Source::Etcd, target: endpoint, change });
+                }
+                ep.status = reading.result.ok();
+            }
+            if let Some(list) = round.member_list {
+                etcd.member_count = list.len();
+                etcd.member_names.extend(list);
+            }
+            let mut changes = Vec::new();
+            let leader = etcd.leader_id();
+            if let (Some(now_id), Some(before)) = (leader, etcd.last_leader) {
+                if now_id != before {
+                    etcd.leader_changes += 1;
+                    changes.push(Change::EtcdLeaderChanged {
+                        from: etcd.member_name(before),
+                        to: etcd.member_name(now_id),
+                    });
+                }
+            }
+            etcd.last_leader = leader.or(etcd.last_leader);
+            let found = match round.keys {
+                Some(keys) => {
+                    etcd.leader_key = keys.leader_key.filter(|_| keys.from_quorum);
+                    etcd.keys_from_quorum = keys.from_quorum;
+                    Some(keys.members)
+                }
+                None => {
+                    (etcd.leader_key, etcd.keys_from_quorum) = (None, false);
+                    None
+                }
+            };
+            for change in changes {
+                d.change(change, now, logs);
+            }
+            if let Some(found) = found {
+                d.observe(found, now, retention, logs);
+            }
+        })
+    }
+
+    /// A change seen by a source that keeps no state here (the leader key's watch).
+    pub fn apply_change(&self, change: Change, at: Instant) {
+        self.update(|d, logs| d.change(change, at, logs))
+    }
+
+    /// One HAProxy instance's stats.
+    pub fn apply_haproxy(&self, name: &str, reading: Reading<Stats>) {
+        self.update(|d, logs| {
+            let addresses = d.member_addresses();
+            let Some(h) = d.haproxy.get_mut(name) else { return };
+            if let Some(change) = h.health.record(&reading) {
+                logs.push(Log::Health { source: Source::Haproxy, target: name.to_string(), change });
+            }
+            let Ok(new) = reading.result else { return };
+            let changes: Vec<Change> = h
+                .last_good
+                .as_ref()
+                .map(|old| {
+                    server_transitions(old, &new)
+                        .into_iter()
+                        .map(|(s, up)| Change::HaproxyServer {
+                            up,
+                            haproxy: name.to_string(),
+                            backend: s.backend.clone(),
+                            server: s.name.clone(),
+                            member: member_of(s, &addresses),
+                            route: h.routes.of(&s.backend),
+                            check: s.check_status.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            h.last_good = Some(new);
+            for change in changes {
+                d.change(change, reading.at, logs);
+            }
+        })
+    }
+
+    /// One attempt of the write or read probe (`staleness`: the read probe's newest row age).
+    /// The end of a write outage is only recorded by [`Self::apply_write_recovered`], once the
+    /// loss check has run.
+    pub fn apply_probe(&self, probe: ProbeKind, attempt: Attempt, staleness: Option<f64>) -> Transition {
+        self.update(|d, logs| {
+            let stats = match probe {
+                ProbeKind::Write => d.probes.write.get_or_insert_with(ProbeStats::default),
+                ProbeKind::Read => d.probes.read.get_or_insert_with(ProbeStats::default),
+            };
+            let transition = stats.record(&attempt);
+            if probe == ProbeKind::Read && attempt.result.is_ok() {
+                d.probes.read_staleness_seconds = staleness;
+            }
+            match transition {
+                Transition::OutageStarted { last_success, reason } => {
+                    d.change(Change::OutageStarted { probe, reason }, last_success, logs)
+                }
+                Transition::OutageEnded(outage) if probe == ProbeKind::Read => {
+                    d.change(Change::OutageEnded { probe, outage, lost: None }, outage.recovered, logs)
+                }
+                Transition::None if probe == ProbeKind::Write && attempt.result.is_ok() => {
+                    d.change(Change::WriteSucceeded, attempt.finished, logs)
+                }
+                _ => {}
+            }
+            transition
+        })
+    }
+
+    /// A write outage ended and the loss check gave `lost` (`None`: it could not run yet).
+    pub fn apply_write_recovered(&self, outage: Outage, lost: Option<Vec<i64>>) {
+        self.update(|d, logs| {
+            let count = lost.as_ref().map(|l| l.len() as u64);
+            if let Some(seqs) = lost {
+                d.count_lost(seqs, logs);
+            }
+            d.change(Change::OutageEnded { probe: ProbeKind::Write, outage, lost: count }, outage.recovered, logs);
+        })
+    }
+
+    /// A loss check owed since an outage ran late.
+    pub fn apply_late_loss_check(&self, lost: Vec<i64>) {
+        self.update(|d, logs| d.count_lost(lost, logs))
+    }
+
+    /// One direct probe of a member's PostgreSQL.
+    pub fn apply_direct(&self, member: &str, outcome: DirectOutcome, at: Instant) {
+        self.update(|d, logs| {
+            if !d.members.contains_key(member) {
+                return;
+            }
+            let t = d.probes.direct.entry(member.to_string()).or_default().record(&outcome);
+            if let Some(reason) = t.unreachable {
+                d.change(Change::PostgresUnreachable { member: member.to_string(), reason }, at, logs);
+            }
+            if t.writable {
+                d.change(Change::PostgresWritable { member: member.to_string() }, at, logs);
+            }
+        })
+    }
+
+    /// The verdict assessed now: a change of it is an event. Also closes timed-out failovers.
+    pub fn apply_verdict(&self, verdict: Verdict, now: Instant) {
+        self.update(|d, logs| {
+            logs.extend(d.timeline.tick(now).into_iter().map(Log::Event));
+            if let Some(before) = d.verdict.filter(|v| *v != verdict) {
+                d.change(Change::VerdictChanged { from: before, to: verdict }, now, logs);
+            }
+            d.verdict = Some(verdict);
+        })
+    }
+}
+
+impl ClusterData {
+    fn count_lost(&mut self, seqs: Vec<i64>, logs: &mut Vec<Log>) {
+        let n = seqs.len() as u64;
+        self.probes.lost_writes_total += n;
+        self.probes.last_outage_lost_writes = Some(n);
+        if n > 0 {
+            self.change(Change::LostWrites { seqs }, Instant::now(), logs);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::patroni::{PgState, Role};
+    use crate::model::source::{ErrorKind, TargetError};
+
+    fn state(yaml: &str) -> ClusterState {
+        let plan = crate::config::Config::parse(yaml).unwrap().clusters.remove(0);
+        ClusterState::new(plan, None)
+    }
 
     fn found(name: &str) -> FoundMember {
         FoundMember {
             name: name.into(),
             api_url: format!("http://{name}:8008"),
-            postgres: Some(format!("{name}:5432")),
+            postgres: HostPort::parse(&format!("{name}:5432")),
         }
     }
+
+    fn answer(role: Role, at: Instant) -> Reading<MemberStatus> {
+        let status = MemberStatus {
+            role,
+            state: PgState::Running,
+            timeline: Some(1),
+            wal_location: None,
+            received_location: None,
+            replayed_location: None,
+            pending_restart: false,
+            paused: false,
+            cluster_unlocked: false,
+            failsafe_active: false,
+            patroni_version: None,
+            replication: Vec::new(),
+        };
+        Reading { at, duration: Duration::from_millis(1), result: Ok(status) }
+    }
+
+    fn refused(at: Instant) -> Reading<MemberStatus> {
+        Reading { at, duration: Duration::ZERO, result: Err(TargetError::new(ErrorKind::Connect, "refused")) }
+    }
+
+    const ETCD: &str =
+        "clusters:\n  - scope: demo\n    member_retention: 60s\n    etcd: {endpoints: ['http://e:2379']}\n";
 
     #[test]
     fn vanished_member_is_kept_absent_until_retention_then_forgotten() {
-        let state = ClusterState::new("demo".into(), vec![Source::Patroni], Duration::from_secs(60));
+        let s = state(ETCD);
         let t0 = Instant::now();
-        state.observe_members(vec![found("a"), found("b")], t0);
-        state.observe_members(vec![found("a")], t0 + Duration::from_secs(30));
-        {
-            let data = state.read();
-            assert!(data.members["a"].present);
-            assert!(!data.members["b"].present, "b vanished from discovery");
-        }
-        state.observe_members(vec![found("a")], t0 + Duration::from_secs(61));
-        assert!(!state.read().members.contains_key("b"), "b forgotten after retention");
-        assert!(state.read().members.contains_key("a"));
+        s.apply_discovery(vec![found("a"), found("b")], t0);
+        s.apply_discovery(vec![found("a")], t0 + Duration::from_secs(30));
+        assert!(s.read().members["a"].present);
+        assert!(!s.read().members["b"].present, "b vanished from discovery");
+        s.apply_discovery(vec![found("a")], t0 + Duration::from_secs(61));
+        assert!(!s.read().members.contains_key("b"), "b forgotten after retention");
+        assert!(s.read().members.contains_key("a"));
     }
 
     #[test]
-    fn static_member_never_expires() {
-        let state = ClusterState::new("demo".into(), vec![Source::Patroni], Duration::from_secs(1));
-        state.add_static_member("s", "http://s:8008/", None);
-        state.observe_members(vec![], Instant::now() + Duration::from_secs(3600));
-        let data = state.read();
-        assert!(data.members["s"].present);
-        assert_eq!(data.members["s"].api_url, "http://s:8008");
+    fn static_member_never_expires_and_a_forgotten_members_late_answer_is_ignored() {
+        let s = state("clusters:\n  - scope: d\n    member_retention: 1s\n    patroni: {members: [{name: s, api_url: 'http://s:8008/'}]}\n");
+        s.apply_discovery(vec![], Instant::now() + Duration::from_secs(3600));
+        assert!(s.read().members["s"].present);
+        assert_eq!(s.member_targets(), vec![("s".to_string(), "http://s:8008".to_string())]);
+        s.apply_member("gone", "http://gone:8008", answer(Role::Primary, Instant::now()));
+        s.apply_member("s", "http://elsewhere:8008", answer(Role::Primary, Instant::now()));
+        assert!(!s.read().members.contains_key("gone"));
+        assert!(s.read().members["s"].status.is_none(), "an answer from the old address is not this member's");
     }
 
     #[test]
-    fn errors_are_counted_by_kind_and_up_follows_the_last_poll() {
-        let state = ClusterState::new("demo".into(), vec![Source::Etcd], Duration::from_secs(1));
-        state.register_target(Source::Etcd, "e1");
-        assert!(!state.ready());
-        state.record_poll(Source::Etcd, "e1", Duration::ZERO, Err((ErrorKind::Timeout, "slow".into())));
-        state.record_poll(Source::Etcd, "e1", Duration::ZERO, Err((ErrorKind::Timeout, "slow".into())));
-        state.record_poll(Source::Etcd, "e1", Duration::ZERO, Ok(()));
-        state.finish_round(Source::Etcd);
-        let data = state.read();
-        let h = &data.health[&(Source::Etcd, "e1".to_string())];
-        assert!(h.up);
-        let counts: Vec<(ErrorKind, u64)> = h.errors_by_kind().collect();
-        assert_eq!(counts.len(), ErrorKind::ALL.len());
-        assert!(counts.contains(&(ErrorKind::Timeout, 2)));
-        assert!(counts.contains(&(ErrorKind::Parse, 0)));
-        drop(data);
-        assert!(state.ready());
+    fn a_reading_updates_health_and_status_together_and_changes_are_stamped_with_it() {
+        let s = state(ETCD);
+        let t0 = Instant::now();
+        s.apply_discovery(vec![found("a")], t0);
+        assert!(!s.ready(), "a's first call has not finished");
+        s.apply_member("a", "http://a:8008", answer(Role::Primary, t0));
+        let later = t0 + Duration::from_millis(700);
+        s.apply_member("a", "http://a:8008", refused(later));
+        let data = s.read();
+        let a = &data.members["a"];
+        assert!(!a.health.up && a.status.is_none());
+        assert_eq!(a.health.errors[ErrorKind::Connect.index()], 1);
+        let last = data.timeline.events.back().unwrap();
+        assert_eq!((last.kind.as_str(), last.at), ("member_unreachable", later));
+    }
+
+    #[test]
+    fn ready_once_every_target_had_one_call_and_then_it_stays() {
+        let s = state(ETCD);
+        assert!(!s.ready(), "the etcd endpoint has not been called");
+        let err = Reading {
+            at: Instant::now(),
+            duration: Duration::ZERO,
+            result: Err(TargetError::new(ErrorKind::Timeout, "t")),
+        };
+        s.apply_etcd(EtcdRound { endpoints: vec![("http://e:2379".into(), err)], member_list: None, keys: None });
+        assert!(s.ready(), "a failed call is a finished one");
+        s.apply_discovery(vec![found("late")], Instant::now());
+        assert!(s.ready(), "a member found later does not take readiness back");
+    }
+
+    #[test]
+    fn without_etcd_the_sole_primary_stands_in_for_the_leader_key() {
+        let s = state("clusters:\n  - scope: d\n    patroni: {members: [{name: a, api_url: 'http://a:1'}, {name: b, api_url: 'http://b:1'}]}\n");
+        let t0 = Instant::now();
+        s.apply_member("a", "http://a:1", answer(Role::Primary, t0));
+        s.apply_member("b", "http://b:1", answer(Role::Replica, t0));
+        s.apply_member("b", "http://b:1", answer(Role::Primary, t0 + Duration::from_secs(1)));
+        assert_eq!(s.read().timeline.leader.as_deref(), Some("a"), "two primaries: no sole one");
+        s.apply_member("a", "http://a:1", refused(t0 + Duration::from_secs(2)));
+        assert_eq!(s.read().timeline.leader.as_deref(), Some("b"));
     }
 }

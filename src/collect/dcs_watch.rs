@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
-use crate::config::Secret;
+use super::etcd::connect_options;
+use crate::config::EtcdPlan;
 use crate::state::ClusterState;
-use crate::timeline::EventKind;
+use crate::timeline::{Change, LeaderSeenIn};
 
 /// A watch with no event for this long is asked for progress; with no answer after as long
 /// again, it is stuck.
@@ -22,12 +23,10 @@ const SILENCE: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_millis(200);
 
 pub struct DcsWatch {
-    pub state: Arc<ClusterState>,
-    pub endpoints: Vec<String>,
-    pub timeout: Duration,
-    pub credentials: Option<(String, Secret)>,
+    state: Arc<ClusterState>,
+    plan: EtcdPlan,
     /// `<namespace>/<scope>/`
-    pub prefix: String,
+    prefix: String,
     /// The leader key's holder as last seen, to tell a real change from a rewrite.
     holder: Option<String>,
     /// The last revision seen: a new watch resumes after it, so nothing in between is lost.
@@ -35,26 +34,19 @@ pub struct DcsWatch {
 }
 
 impl DcsWatch {
-    pub fn new(
-        state: Arc<ClusterState>,
-        endpoints: Vec<String>,
-        timeout: Duration,
-        credentials: Option<(String, Secret)>,
-        namespace: &str,
-    ) -> Self {
-        let prefix = format!("{}/{}/", namespace.trim_end_matches('/'), state.scope);
-        Self { state, endpoints, timeout, credentials, prefix, holder: None, revision: None }
+    pub fn new(state: Arc<ClusterState>, plan: EtcdPlan) -> Self {
+        let prefix = state.plan.key_prefix.clone();
+        Self { state, plan, prefix, holder: None, revision: None }
     }
 
     pub async fn run(mut self) {
         let mut next = 0;
         let mut first = true;
         loop {
-            let endpoint = self.endpoints[next % self.endpoints.len()].clone();
+            let endpoint = self.plan.endpoints[next % self.plan.endpoints.len()].clone();
             next += 1;
-            match self.watch(&endpoint, first).await {
-                Ok(()) => {}
-                Err(e) => tracing::debug!(scope = %self.state.scope, endpoint, error = %e, "leader key watch ended"),
+            if let Err(e) = self.watch(&endpoint, first).await {
+                tracing::debug!(scope = %self.state.scope(), endpoint, error = %e, "leader key watch ended");
             }
             first = false;
             tokio::time::sleep(RETRY).await;
@@ -70,31 +62,19 @@ impl DcsWatch {
         if holder == self.holder {
             return;
         }
-        if initial {
-            self.state.write().timeline.set_initial_leader(holder.clone());
-        } else {
-            match &holder {
-                Some(h) => self.state.event(EventKind::LeaderKeyAcquired, Some(h), "leader key set in etcd", at),
-                None => {
-                    let before = self.holder.clone();
-                    self.state.event(
-                        EventKind::LeaderKeyReleased,
-                        before.as_deref(),
-                        "leader key deleted or expired in etcd",
-                        at,
-                    )
-                }
-            }
-        }
+        let change = match (&holder, initial) {
+            (_, true) => Change::LeaderKnown { holder: holder.clone() },
+            (Some(h), false) => Change::LeaderKeyAcquired { member: h.clone(), seen_in: LeaderSeenIn::Etcd },
+            (None, false) => Change::LeaderKeyReleased { holder: self.holder.clone() },
+        };
+        self.state.apply_change(change, at);
         self.holder = holder;
     }
 
     async fn watch(&mut self, endpoint: &str, initial: bool) -> Result<(), String> {
-        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout).with_require_leader(true);
-        if let Some((user, password)) = &self.credentials {
-            options = options.with_user(user.clone(), password.expose().to_string());
-        }
-        let mut client = tokio::time::timeout(self.timeout, Client::connect([endpoint], Some(options)))
+        let timeout = self.plan.polling.timeout;
+        let options = connect_options(timeout, self.plan.credentials.as_ref()).with_require_leader(true);
+        let mut client = tokio::time::timeout(timeout, Client::connect([endpoint], Some(options)))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -103,7 +83,7 @@ impl DcsWatch {
             Some(r) => r + 1,
             None => {
                 // Linearizable: only a member with quorum answers, so the holder read is current.
-                let got = tokio::time::timeout(self.timeout, client.get(self.leader_key(), None::<GetOptions>))
+                let got = tokio::time::timeout(timeout, client.get(self.leader_key(), None::<GetOptions>))
                     .await
                     .map_err(|_| "get timed out".to_string())?
                     .map_err(|e| e.to_string())?;
@@ -115,7 +95,7 @@ impl DcsWatch {
             }
         };
         let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start);
-        let mut stream = tokio::time::timeout(self.timeout, client.watch(self.prefix.clone(), Some(options)))
+        let mut stream = tokio::time::timeout(timeout, client.watch(self.prefix.clone(), Some(options)))
             .await
             .map_err(|_| "watch timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -126,7 +106,7 @@ impl DcsWatch {
                 // is stuck.
                 Err(_) if !progress_asked => {
                     progress_asked = true;
-                    tokio::time::timeout(self.timeout, stream.request_progress())
+                    tokio::time::timeout(timeout, stream.request_progress())
                         .await
                         .map_err(|_| "progress request timed out".to_string())?
                         .map_err(|e| e.to_string())?;
@@ -158,12 +138,10 @@ impl DcsWatch {
                     }
                     (b"leader", EventType::Delete) => self.holder_is(None, at, false),
                     // Patroni empties the key (`{}`) once the switchover is done.
-                    (b"failover", EventType::Put) if is_request(kv.value()) => self.state.event(
-                        EventKind::SwitchoverRequested,
-                        None,
-                        String::from_utf8_lossy(kv.value()).into_owned(),
-                        at,
-                    ),
+                    (b"failover", EventType::Put) if is_request(kv.value()) => {
+                        let request = String::from_utf8_lossy(kv.value()).into_owned();
+                        self.state.apply_change(Change::SwitchoverRequested { request }, at)
+                    }
                     _ => {}
                 }
             }

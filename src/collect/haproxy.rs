@@ -1,17 +1,19 @@
 //! HAProxy's stats page in CSV form (`/;csv`): per backend and server, status, last check,
-//! sessions and downtime; each server mapped to the Patroni member it points at, so "which member
-//! does the primary port route to" is one query.
+//! sessions and downtime.
 //!
 //! Columns are found by the header's names, not by position, since they differ between HAProxy
 //! versions. The header line starts with `# ` and every line ends with a trailing comma.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use super::{get_capped, ticker, FetchError, HttpAuth};
-use crate::state::{ClusterState, ErrorKind, Source};
-use crate::timeline::EventKind;
+use super::http::{FetchError, HttpCaller};
+use super::timed;
+use crate::config::HaproxyPlan;
+use crate::model::address::HostPort;
+use crate::model::haproxy::{Backend, Server, ServerStatus, Stats};
+use crate::model::source::{ErrorKind, TargetError};
+use crate::state::ClusterState;
+use crate::tasks::ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaproxyError {
@@ -21,98 +23,14 @@ pub enum HaproxyError {
     Parse(String),
 }
 
-impl HaproxyError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
+impl From<HaproxyError> for TargetError {
+    fn from(e: HaproxyError) -> Self {
+        let kind = match &e {
             HaproxyError::Fetch(f) => f.kind(),
             HaproxyError::Parse(_) => ErrorKind::Parse,
-        }
+        };
+        TargetError::new(kind, e.to_string())
     }
-}
-
-/// A server's status, folded into a fixed set of label values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerStatus {
-    /// Includes `UP 1/2` (failing checks, still routed to).
-    Up,
-    /// Includes `DOWN 1/2` (passing checks, not routed to yet).
-    Down,
-    Maint,
-    Drain,
-    NoLb,
-    NoCheck,
-    Other,
-}
-
-impl ServerStatus {
-    pub const ALL: [ServerStatus; 7] = [
-        ServerStatus::Up,
-        ServerStatus::Down,
-        ServerStatus::Maint,
-        ServerStatus::Drain,
-        ServerStatus::NoLb,
-        ServerStatus::NoCheck,
-        ServerStatus::Other,
-    ];
-
-    pub fn parse(s: &str) -> ServerStatus {
-        let s = s.trim();
-        if s.starts_with("UP") {
-            ServerStatus::Up
-        } else if s.starts_with("DOWN") {
-            ServerStatus::Down
-        } else if s.starts_with("MAINT") {
-            ServerStatus::Maint
-        } else if s.starts_with("DRAIN") {
-            ServerStatus::Drain
-        } else if s.starts_with("NOLB") {
-            ServerStatus::NoLb
-        } else if s == "no check" {
-            ServerStatus::NoCheck
-        } else {
-            ServerStatus::Other
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerStatus::Up => "up",
-            ServerStatus::Down => "down",
-            ServerStatus::Maint => "maint",
-            ServerStatus::Drain => "drain",
-            ServerStatus::NoLb => "nolb",
-            ServerStatus::NoCheck => "no_check",
-            ServerStatus::Other => "other",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Server {
-    pub backend: String,
-    pub name: String,
-    pub status: ServerStatus,
-    /// Last health check result (`L7OK`, `L4CON`, ...), without the in-progress `* ` marker.
-    pub check_status: String,
-    /// Seconds since the last status change.
-    pub last_change_seconds: Option<u64>,
-    pub downtime_seconds: Option<u64>,
-    pub current_sessions: Option<u64>,
-    /// `host:port`, when the stats page shows it (`stats show-legends`).
-    pub address: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backend {
-    pub name: String,
-    pub up: bool,
-    pub active_servers: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Stats {
-    pub backends: Vec<Backend>,
-    pub servers: Vec<Server>,
 }
 
 /// Parses the stats CSV.
@@ -162,7 +80,7 @@ pub fn parse_stats_csv(text: &str) -> Result<Stats, HaproxyError> {
                 last_change_seconds: number(lastchg),
                 downtime_seconds: number(downtime),
                 current_sessions: number(scur),
-                address: field(addr).map(str::to_string),
+                address: field(addr).and_then(HostPort::parse),
             }),
             Some(_) => {}
             None => return Err(HaproxyError::Parse(format!("no type for {pxname}/{svname}"))),
@@ -171,161 +89,33 @@ pub fn parse_stats_csv(text: &str) -> Result<Stats, HaproxyError> {
     Ok(stats)
 }
 
-/// Maps a server to a member: by address when the stats show it, else by name.
-pub fn member_of(server: &Server, members: &BTreeMap<String, Option<String>>) -> Option<String> {
-    if let Some(addr) = &server.address {
-        if let Some((name, _)) = members.iter().find(|(_, pg)| pg.as_deref() == Some(addr.as_str())) {
-            return Some(name.clone());
-        }
-    }
-    members.contains_key(&server.name).then(|| server.name.clone())
+async fn fetch_stats(http: &HttpCaller, url: &str) -> Result<Stats, HaproxyError> {
+    let body = http.get(url).await?;
+    parse_stats_csv(&String::from_utf8_lossy(&body))
 }
 
-/// Servers whose routed-or-not state changed between two readings: (server, now up).
-pub fn server_transitions<'a>(before: &Stats, after: &'a Stats) -> Vec<(&'a Server, bool)> {
-    after
-        .servers
-        .iter()
-        .filter_map(|s| {
-            let was = before.servers.iter().find(|b| b.backend == s.backend && b.name == s.name)?;
-            let (was_up, is_up) = (was.status == ServerStatus::Up, s.status == ServerStatus::Up);
-            (was_up != is_up).then_some((s, is_up))
-        })
-        .collect()
-}
-
-/// What a backend is for, from the configuration: the `route` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Primary,
-    Replicas,
-    Other,
-}
-
-impl Route {
-    pub fn of(backend: &str, primary_backend: &str, replicas_backend: &str) -> Route {
-        if backend == primary_backend {
-            Route::Primary
-        } else if backend == replicas_backend {
-            Route::Replicas
-        } else {
-            Route::Other
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Primary => "primary",
-            Route::Replicas => "replicas",
-            Route::Other => "other",
-        }
-    }
-}
-
-/// The latest stats of one HAProxy instance.
-#[derive(Debug, Clone)]
-pub struct HaproxyReading {
-    pub stats: Option<Stats>,
-    pub primary_backend: String,
-    pub replicas_backend: String,
-}
-
-impl HaproxyReading {
-    pub fn route(&self, backend: &str) -> Route {
-        Route::of(backend, &self.primary_backend, &self.replicas_backend)
-    }
-}
-
-pub struct HaproxyPoller {
-    pub state: Arc<ClusterState>,
-    pub client: reqwest::Client,
-    pub name: String,
-    pub stats_url: String,
-    pub primary_backend: String,
-    pub replicas_backend: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub max_body_bytes: usize,
-    pub auth: Option<HttpAuth>,
-    /// The last stats read successfully: transitions are found against it, so a change across
-    /// a failed poll is not lost.
-    pub last_good: Option<Stats>,
-}
-
-impl HaproxyPoller {
-    pub async fn run(mut self) {
-        self.state.register_target(Source::Haproxy, &self.name);
-        let mut tick = ticker(self.interval);
-        loop {
-            tick.tick().await;
-            self.round().await;
-        }
-    }
-
-    pub async fn round(&mut self) {
-        let started = Instant::now();
-        let result = match get_capped(
-            &self.client,
-            &self.stats_url,
-            self.timeout,
-            self.max_body_bytes,
-            self.auth.as_ref(),
-        )
-        .await
-        {
-            Ok(body) => parse_stats_csv(&String::from_utf8_lossy(&body)),
-            Err(e) => Err(e.into()),
-        };
-        let elapsed = started.elapsed();
-        let stats = match result {
-            Ok(stats) => {
-                self.state.record_poll(Source::Haproxy, &self.name, elapsed, Ok(()));
-                Some(stats)
-            }
-            Err(e) => {
-                self.state.record_poll(Source::Haproxy, &self.name, elapsed, Err((e.kind(), e.to_string())));
-                None
-            }
-        };
-        if let Some(new) = &stats {
-            if let Some(old) = &self.last_good {
-                let members: BTreeMap<String, Option<String>> =
-                    self.state.read().members.iter().map(|(n, m)| (n.clone(), m.postgres.clone())).collect();
-                for (server, up) in server_transitions(old, new) {
-                    let member = member_of(server, &members);
-                    let route = Route::of(&server.backend, &self.primary_backend, &self.replicas_backend).as_str();
-                    let kind = if up { EventKind::HaproxyServerUp } else { EventKind::HaproxyServerDown };
-                    let detail = format!(
-                        "route={route} haproxy={} backend={} server={} check={}",
-                        self.name, server.backend, server.name, server.check_status
-                    );
-                    self.state.event(kind, member.as_deref(), detail, Instant::now());
-                }
-            }
-        }
-        if stats.is_some() {
-            self.last_good = stats.clone();
-        }
-        let reading = HaproxyReading {
-            stats,
-            primary_backend: self.primary_backend.clone(),
-            replicas_backend: self.replicas_backend.clone(),
-        };
-        self.state.write().haproxy.insert(self.name.clone(), reading);
-        self.state.finish_round(Source::Haproxy);
+/// One HAProxy instance's loop: its stats every interval, applied as one reading.
+pub async fn poll(state: Arc<ClusterState>, http: HttpCaller, plan: HaproxyPlan) {
+    let mut tick = ticker(plan.polling.interval);
+    loop {
+        tick.tick().await;
+        let reading = timed(fetch_stats(&http, plan.stats_url.as_str())).await;
+        state.apply_haproxy(&plan.name, reading);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::haproxy::{member_of, server_transitions};
+    use std::collections::BTreeMap;
 
     fn fixture(path: &str) -> String {
         std::fs::read_to_string(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    fn lab_members() -> BTreeMap<String, Option<String>> {
-        (1..=3).map(|i| (format!("node{i}"), Some(format!("127.0.0.2{i}:15432")))).collect()
+    fn lab_members() -> BTreeMap<String, Option<HostPort>> {
+        (1..=3).map(|i| (format!("node{i}"), HostPort::parse(&format!("127.0.0.2{i}:15432")))).collect()
     }
 
     fn up_servers(stats: &Stats, backend: &str) -> Vec<String> {
@@ -396,21 +186,6 @@ mod tests {
         assert_eq!(s.check_status, "L7OK");
         assert_eq!(member_of(s, &lab_members()).as_deref(), Some("node2"));
         assert_eq!(stats.backends[0].active_servers, None);
-    }
-
-    #[test]
-    fn statuses_fold_to_fixed_values() {
-        for (raw, want) in [
-            ("UP", ServerStatus::Up),
-            ("UP 1/2", ServerStatus::Up),
-            ("DOWN 1/2", ServerStatus::Down),
-            ("MAINT (via primary/x)", ServerStatus::Maint),
-            ("no check", ServerStatus::NoCheck),
-            ("DRAIN", ServerStatus::Drain),
-            ("???", ServerStatus::Other),
-        ] {
-            assert_eq!(ServerStatus::parse(raw), want, "{raw}");
-        }
     }
 
     #[test]

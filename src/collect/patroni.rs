@@ -1,21 +1,19 @@
-//! Patroni's REST API: every member's own `GET /patroni`, plus `GET /cluster` from one member.
-//!
-//! A member's own answer is the only truthful view during a DCS outage: `/cluster` keeps showing
-//! the last leader even after it demoted itself (lab-facts gotcha 6). So roles, the leader and
-//! split brain are judged from the members' own answers; `/cluster` is kept as the DCS view and
-//! for discovery when no etcd is configured.
-//!
-//! Patroni 3 says `master`, Patroni 4 says `primary`; both mean [`Role::Primary`].
+//! Patroni's REST API: every member's own `GET /patroni`, each member in its own task, and
+//! `GET /cluster` (the DCS view, and the members when no etcd is configured) from the
+//! configured discovery URLs or from a member.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{get_capped, ticker, FetchError, HttpAuth};
-use crate::state::{ClusterState, ErrorKind, FoundMember, MemberReading, Source};
-use crate::timeline::EventKind;
+use super::http::{FetchError, HttpCaller};
+use super::timed;
+use crate::model::address::HostPort;
+use crate::model::patroni::{api_base, ClusterView, MemberStatus, PgState, Replication, Role, ViewMember};
+use crate::model::source::{ErrorKind, TargetError};
+use crate::state::ClusterState;
+use crate::tasks::{ticker, TaskSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatroniError {
@@ -25,133 +23,14 @@ pub enum PatroniError {
     Parse(#[from] serde_json::Error),
 }
 
-impl PatroniError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
+impl From<PatroniError> for TargetError {
+    fn from(e: PatroniError) -> Self {
+        let kind = match &e {
             PatroniError::Fetch(f) => f.kind(),
             PatroniError::Parse(_) => ErrorKind::Parse,
-        }
+        };
+        TargetError::new(kind, e.to_string())
     }
-}
-
-/// A member's role, as it says itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Replica,
-    StandbyLeader,
-    Other,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Primary, Role::Replica, Role::StandbyLeader, Role::Other];
-
-    pub fn parse(s: &str) -> Role {
-        match s {
-            "master" | "primary" | "leader" => Role::Primary,
-            "replica" | "sync_standby" | "quorum_standby" => Role::Replica,
-            "standby_leader" | "standby-leader" => Role::StandbyLeader,
-            _ => Role::Other,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::StandbyLeader => "standby_leader",
-            Role::Other => "other",
-        }
-    }
-}
-
-/// PostgreSQL's state as Patroni reports it, folded into a fixed set of label values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgState {
-    Running,
-    Streaming,
-    InArchiveRecovery,
-    Starting,
-    Stopping,
-    Stopped,
-    Crashed,
-    Restarting,
-    Other,
-}
-
-impl PgState {
-    pub const ALL: [PgState; 9] = [
-        PgState::Running,
-        PgState::Streaming,
-        PgState::InArchiveRecovery,
-        PgState::Starting,
-        PgState::Stopping,
-        PgState::Stopped,
-        PgState::Crashed,
-        PgState::Restarting,
-        PgState::Other,
-    ];
-
-    pub fn parse(s: &str) -> PgState {
-        match s {
-            "running" => PgState::Running,
-            "streaming" => PgState::Streaming,
-            "in archive recovery" => PgState::InArchiveRecovery,
-            "starting" => PgState::Starting,
-            "stopping" => PgState::Stopping,
-            "stopped" => PgState::Stopped,
-            "crashed" => PgState::Crashed,
-            "restarting" => PgState::Restarting,
-            _ => PgState::Other,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PgState::Running => "running",
-            PgState::Streaming => "streaming",
-            PgState::InArchiveRecovery => "in_archive_recovery",
-            PgState::Starting => "starting",
-            PgState::Stopping => "stopping",
-            PgState::Stopped => "stopped",
-            PgState::Crashed => "crashed",
-            PgState::Restarting => "restarting",
-            PgState::Other => "other",
-        }
-    }
-
-    /// PostgreSQL is up and serving (as a primary or as a replica).
-    pub fn is_running(self) -> bool {
-        matches!(self, PgState::Running | PgState::Streaming | PgState::InArchiveRecovery)
-    }
-}
-
-/// What a member says about itself in `GET /patroni`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemberStatus {
-    pub role: Role,
-    pub state: PgState,
-    pub timeline: Option<u64>,
-    /// The primary's current WAL position.
-    pub wal_location: Option<u64>,
-    pub received_location: Option<u64>,
-    pub replayed_location: Option<u64>,
-    pub pending_restart: bool,
-    /// Maintenance mode (`patronictl pause`).
-    pub paused: bool,
-    /// No member holds the leader key.
-    pub cluster_unlocked: bool,
-    pub failsafe_active: bool,
-    pub patroni_version: Option<String>,
-    /// The primary's walsenders: which replica streams, and whether synchronously.
-    pub replication: Vec<Replication>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Replication {
-    pub application_name: String,
-    pub state: String,
-    pub sync_state: String,
 }
 
 #[derive(Deserialize)]
@@ -220,28 +99,6 @@ pub fn parse_status(body: &[u8]) -> Result<MemberStatus, serde_json::Error> {
     })
 }
 
-/// Patroni's DCS view from `GET /cluster`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterView {
-    pub members: Vec<ViewMember>,
-    pub paused: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewMember {
-    pub name: String,
-    pub role: Role,
-    /// `sync_standby` (Patroni 3) or `sync_standby`/`quorum_standby` (Patroni 4).
-    pub sync_standby: bool,
-    pub state: PgState,
-    /// Base URL of its REST API.
-    pub api_url: Option<String>,
-    pub postgres: Option<String>,
-    pub timeline: Option<u64>,
-    /// `None` when Patroni says `"unknown"` or leaves it out.
-    pub lag_bytes: Option<u64>,
-}
-
 #[derive(Deserialize)]
 struct RawCluster {
     #[serde(default)]
@@ -263,269 +120,82 @@ struct RawViewMember {
     lag: Option<serde_json::Value>,
 }
 
+/// Parses `GET /cluster`.
 pub fn parse_cluster(body: &[u8]) -> Result<ClusterView, serde_json::Error> {
     let raw: RawCluster = serde_json::from_slice(body)?;
-    Ok(ClusterView {
-        paused: raw.pause,
-        members: raw
-            .members
-            .into_iter()
-            .map(|m| {
-                let role_text = m.role.unwrap_or_default();
-                ViewMember {
-                    name: m.name,
-                    role: Role::parse(&role_text),
-                    sync_standby: matches!(role_text.as_str(), "sync_standby" | "quorum_standby"),
-                    state: m.state.as_deref().map(PgState::parse).unwrap_or(PgState::Other),
-                    api_url: m.api_url.map(|u| api_base(&u)),
-                    postgres: match (m.host, m.port) {
-                        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
-                        _ => None,
-                    },
-                    timeline: m.timeline,
-                    lag_bytes: m.lag.and_then(|v| v.as_u64()),
-                }
-            })
-            .collect(),
-    })
-}
-
-/// Patroni advertises `http://host:8008/patroni`; the base URL is what we add paths to.
-pub fn api_base(url: &str) -> String {
-    let url = url.trim_end_matches('/');
-    url.strip_suffix("/patroni").unwrap_or(url).to_string()
-}
-
-/// The cluster as the members' own answers describe it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Summary {
-    /// Members that say they are primary; more than one is split brain.
-    pub primaries: Vec<String>,
-    pub members_total: usize,
-    pub members_running: usize,
-    pub max_timeline: Option<u64>,
-    pub unlocked: bool,
-    pub failsafe_active: bool,
-    pub paused: bool,
-    /// Replication lag of each replica in bytes: the primary's WAL position minus the replica's
-    /// replayed position, both from their own answers; `/cluster`'s figure when that is not
-    /// possible (no single primary answered).
-    pub lag_bytes: BTreeMap<String, u64>,
-    /// Replicas the primary streams to synchronously.
-    pub sync_standbys: Vec<String>,
-}
-
-impl Summary {
-    /// The leader by the members' own answers: the one primary, if exactly one.
-    pub fn leader(&self) -> Option<&str> {
-        match self.primaries.as_slice() {
-            [one] => Some(one),
-            _ => None,
+    let member = |m: RawViewMember| {
+        let role_text = m.role.unwrap_or_default();
+        ViewMember {
+            name: m.name,
+            role: Role::parse(&role_text),
+            sync_standby: matches!(role_text.as_str(), "sync_standby" | "quorum_standby"),
+            state: m.state.as_deref().map(PgState::parse).unwrap_or(PgState::Other),
+            api_url: m.api_url.map(|u| api_base(&u)),
+            postgres: match (m.host, m.port) {
+                (Some(host), Some(port)) => Some(HostPort { host, port }),
+                _ => None,
+            },
+            timeline: m.timeline,
+            lag_bytes: m.lag.and_then(|v| v.as_u64()),
         }
+    };
+    Ok(ClusterView { paused: raw.pause, members: raw.members.into_iter().map(member).collect() })
+}
+
+async fn fetch_status(http: &HttpCaller, api: &str) -> Result<MemberStatus, PatroniError> {
+    Ok(parse_status(&http.get(&format!("{api}/patroni")).await?)?)
+}
+
+async fn fetch_view(http: &HttpCaller, api: &str) -> Result<ClusterView, PatroniError> {
+    Ok(parse_cluster(&http.get(&format!("{api}/cluster")).await?)?)
+}
+
+/// One member's loop: its own `GET /patroni` every interval, applied as one reading.
+async fn poll_member(state: Arc<ClusterState>, http: HttpCaller, interval: Duration, name: String, api: String) {
+    let mut tick = ticker(interval);
+    loop {
+        tick.tick().await;
+        let reading = timed(fetch_status(&http, &api)).await;
+        state.apply_member(&name, &api, reading);
     }
 }
 
-pub fn summarize(readings: &BTreeMap<String, MemberReading>, view: Option<&ClusterView>) -> Summary {
-    let answered: Vec<(&String, &MemberStatus)> =
-        readings.iter().filter_map(|(n, r)| r.status.as_ref().map(|s| (n, s))).collect();
-    let primaries: Vec<String> =
-        answered.iter().filter(|(_, s)| s.role == Role::Primary).map(|(n, _)| (*n).clone()).collect();
-    let mut summary = Summary {
-        members_total: readings.len(),
-        members_running: answered.iter().filter(|(_, s)| s.state.is_running()).count(),
-        max_timeline: answered.iter().filter_map(|(_, s)| s.timeline).max(),
-        unlocked: answered.iter().any(|(_, s)| s.cluster_unlocked),
-        failsafe_active: answered.iter().any(|(_, s)| s.failsafe_active),
-        paused: answered.iter().any(|(_, s)| s.paused),
-        ..Summary::default()
-    };
-    let primary = match primaries.as_slice() {
-        [one] => answered.iter().find(|(n, _)| *n == one).map(|(_, s)| *s),
-        _ => None,
-    };
-    for (name, status) in &answered {
-        if status.role != Role::Replica {
+/// Keeps one polling task per known member (a member that moved to another address gets a new
+/// one), checking every `interval`.
+pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
+    let mut members: TaskSet<(String, String)> = TaskSet::default();
+    let mut tick = ticker(interval);
+    loop {
+        tick.tick().await;
+        members.reconcile(state.member_targets(), |(name, api)| {
+            poll_member(state.clone(), http.clone(), interval, name.clone(), api.clone())
+        });
+    }
+}
+
+/// `/cluster` every interval: from every discovery URL (each a target), else from the primary
+/// or any member that answers.
+pub async fn watch_cluster_view(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
+    let mut tick = ticker(interval);
+    loop {
+        tick.tick().await;
+        let urls = &state.plan.patroni.discovery_urls;
+        let readings = futures::future::join_all(urls.iter().map(|u| timed(fetch_view(&http, u)))).await;
+        let mut answered = false;
+        for (url, reading) in urls.iter().zip(readings) {
+            answered |= reading.result.is_ok();
+            state.apply_discovery_url(url, reading);
+        }
+        if answered {
             continue;
         }
-        let own = primary
-            .and_then(|p| Some((p.wal_location?, status.replayed_location.or(status.received_location)?)))
-            .map(|(primary_at, replica_at)| primary_at.saturating_sub(replica_at));
-        let from_view = || view.and_then(|v| v.members.iter().find(|m| &m.name == *name)).and_then(|m| m.lag_bytes);
-        if let Some(lag) = own.or_else(from_view) {
-            summary.lag_bytes.insert((*name).clone(), lag);
-        }
-    }
-    if let Some(p) = primary {
-        summary.sync_standbys = p
-            .replication
-            .iter()
-            .filter(|r| matches!(r.sync_state.as_str(), "sync" | "quorum"))
-            .map(|r| r.application_name.clone())
-            .collect();
-    }
-    summary.primaries = primaries;
-    summary
-}
-
-/// What changed about a member between two rounds, as events.
-pub fn member_events(
-    name: &str,
-    before: Option<&MemberStatus>,
-    after: Option<&MemberStatus>,
-) -> Vec<(EventKind, String, String)> {
-    let mut events = Vec::new();
-    let primary = |s: Option<&MemberStatus>| s.is_some_and(|s| s.role == Role::Primary);
-    match (before, after) {
-        (Some(_), None) => {
-            events.push((EventKind::MemberUnreachable, name.to_string(), "REST API stopped answering".to_string()))
-        }
-        (None, Some(a)) => events.push((
-            EventKind::MemberReachable,
-            name.to_string(),
-            format!("REST API answers again as {}", a.role.as_str()),
-        )),
-        _ => {}
-    }
-    if let (Some(b), Some(a)) = (before, after) {
-        if primary(Some(b)) && !primary(Some(a)) {
-            events.push((
-                EventKind::LeftPrimary,
-                name.to_string(),
-                format!("now {} ({})", a.role.as_str(), a.state.as_str()),
-            ));
-        } else if !primary(Some(b)) && primary(Some(a)) {
-            events.push((EventKind::BecamePrimary, name.to_string(), format!("timeline {}", a.timeline.unwrap_or(0))));
-        }
-    }
-    events
-}
-
-/// Settings of one cluster's Patroni loop.
-pub struct PatroniPoller {
-    pub state: Arc<ClusterState>,
-    pub client: reqwest::Client,
-    pub interval: std::time::Duration,
-    pub timeout: std::time::Duration,
-    pub max_body_bytes: usize,
-    pub auth: Option<HttpAuth>,
-    /// Discover members from `/cluster` (no etcd configured).
-    pub discover_from_cluster: bool,
-    pub discovery_urls: Vec<String>,
-}
-
-impl PatroniPoller {
-    pub async fn run(self) {
-        let mut tick = ticker(self.interval);
-        loop {
-            tick.tick().await;
-            self.round().await;
-        }
-    }
-
-    async fn fetch(&self, url: &str) -> Result<Vec<u8>, FetchError> {
-        get_capped(&self.client, url, self.timeout, self.max_body_bytes, self.auth.as_ref()).await
-    }
-
-    /// One round: every known member's `/patroni` at once, then `/cluster` from one of them.
-    pub async fn round(&self) {
-        let members: Vec<(String, String)> =
-            self.state.read().members.iter().map(|(n, m)| (n.clone(), m.api_url.clone())).collect();
-        let polls = members.iter().map(|(name, api)| async move {
-            let started = Instant::now();
-            let result = match self.fetch(&format!("{api}/patroni")).await {
-                Ok(body) => parse_status(&body).map_err(PatroniError::from),
-                Err(e) => Err(PatroniError::from(e)),
-            };
-            (name, api, started.elapsed(), result)
-        });
-        let results = futures::future::join_all(polls).await;
-
-        let mut view_from: Option<String> = None;
-        let now = Instant::now();
-        let mut events = Vec::new();
-        for (name, api, elapsed, result) in results {
-            let status = match result {
-                Ok(s) => {
-                    self.state.record_poll(Source::Patroni, name, elapsed, Ok(()));
-                    // Ask the primary for /cluster when there is one; any answering member will do.
-                    if view_from.is_none() || s.role == Role::Primary {
-                        view_from = Some(api.clone());
-                    }
-                    Some(s)
-                }
-                Err(e) => {
-                    self.state.record_poll(Source::Patroni, name, elapsed, Err((e.kind(), e.to_string())));
-                    None
-                }
-            };
-            let mut data = self.state.write();
-            if let Some(previous) = data.patroni.get(name) {
-                events.extend(member_events(name, previous.status.as_ref(), status.as_ref()));
+        let Some(api) = state.view_source() else { continue };
+        match fetch_view(&http, &api).await {
+            Ok(view) => state.apply_view(view, Instant::now()),
+            Err(PatroniError::Parse(e)) => {
+                tracing::warn!(scope = %state.scope(), url = %api, error = %e, "malformed /cluster")
             }
-            data.patroni.insert(name.clone(), MemberReading { status });
-        }
-        for (kind, member, detail) in events {
-            self.state.event(kind, Some(&member), detail, now);
-        }
-        // With etcd, the leader key's changes come from its watch; without, the leader by the
-        // members' own answers stands in for it.
-        if self.discover_from_cluster {
-            let leader = summarize(&self.state.read().patroni, None).leader().map(str::to_string);
-            let known = self.state.read().timeline.leader.clone();
-            if let Some(l) = leader.filter(|l| Some(l) != known.as_ref()) {
-                self.state.event(
-                    EventKind::LeaderKeyAcquired,
-                    Some(&l),
-                    "sole primary by the members' own answers",
-                    now,
-                );
-            }
-        }
-
-        let view_urls: Vec<String> =
-            view_from.into_iter().chain(self.discovery_urls.iter().map(|u| api_base(u))).collect();
-        let mut view = None;
-        for base in view_urls {
-            match self.fetch(&format!("{base}/cluster")).await {
-                Ok(body) => match parse_cluster(&body) {
-                    Ok(v) => {
-                        view = Some(v);
-                        break;
-                    }
-                    Err(e) => tracing::warn!(scope = %self.state.scope, url = %base, error = %e, "malformed /cluster"),
-                },
-                Err(e) => tracing::debug!(scope = %self.state.scope, url = %base, error = %e, "/cluster failed"),
-            }
-        }
-        if let Some(v) = &view {
-            if self.discover_from_cluster {
-                let found = v
-                    .members
-                    .iter()
-                    .filter_map(|m| {
-                        Some(FoundMember {
-                            name: m.name.clone(),
-                            api_url: m.api_url.clone()?,
-                            postgres: m.postgres.clone(),
-                        })
-                    })
-                    .collect();
-                self.state.observe_members(found, Instant::now());
-            }
-        }
-        {
-            let mut data = self.state.write();
-            if view.is_some() {
-                data.dcs_view = view;
-            }
-            // Members forgotten by discovery must not linger as readings.
-            let known: Vec<String> = data.members.keys().cloned().collect();
-            data.patroni.retain(|n, _| known.contains(n));
-        }
-        // A round with no member to poll (discovery has not answered yet) is no snapshot: the
-        // exporter is not ready and the verdict stays unknown until one is.
-        if !members.is_empty() {
-            self.state.finish_round(Source::Patroni);
+            Err(e) => tracing::debug!(scope = %state.scope(), url = %api, error = %e, "/cluster failed"),
         }
     }
 }
@@ -533,18 +203,25 @@ impl PatroniPoller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::patroni::{summarize, Summary};
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    fn sum(m: &BTreeMap<String, Option<MemberStatus>>, view: Option<&ClusterView>) -> Summary {
+        summarize(m.iter().map(|(n, s)| (n.as_str(), s.as_ref())), view)
+    }
 
     fn fixture(path: &str) -> Vec<u8> {
         std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    fn readings(state_dir: &str) -> BTreeMap<String, MemberReading> {
+    fn readings(state_dir: &str) -> BTreeMap<String, Option<MemberStatus>> {
         ["node1", "node2", "node3"]
             .iter()
             .map(|n| {
                 let path = format!("{}/tests/fixtures/{state_dir}/patroni-{n}.json", env!("CARGO_MANIFEST_DIR"));
                 let status = std::fs::read(path).ok().map(|b| parse_status(&b).unwrap());
-                (n.to_string(), MemberReading { status })
+                (n.to_string(), status)
             })
             .collect()
     }
@@ -566,7 +243,7 @@ mod tests {
     #[test]
     fn healthy_cluster_has_one_leader_and_two_lagging_replicas() {
         let view = parse_cluster(&fixture("healthy/cluster-from-node1.json")).unwrap();
-        let s = summarize(&readings("healthy"), Some(&view));
+        let s = sum(&readings("healthy"), Some(&view));
         assert_eq!(s.primaries, vec!["node1".to_string()]);
         assert_eq!(s.leader(), Some("node1"));
         assert_eq!((s.members_total, s.members_running), (3, 3));
@@ -577,7 +254,7 @@ mod tests {
 
     #[test]
     fn stopped_replica_leaves_the_leader_alone() {
-        let s = summarize(&readings("replica-stopped"), None);
+        let s = sum(&readings("replica-stopped"), None);
         assert_eq!(s.leader(), Some("node1"));
         assert_eq!((s.members_total, s.members_running), (3, 2));
         assert!(!s.lag_bytes.contains_key("node3"));
@@ -585,7 +262,7 @@ mod tests {
 
     #[test]
     fn leader_stopped_gives_a_new_leader_on_a_new_timeline() {
-        let s = summarize(&readings("leader-stopped"), None);
+        let s = sum(&readings("leader-stopped"), None);
         let leader = s.leader().expect("a new leader").to_string();
         assert_ne!(leader, "node1");
         assert_eq!(s.max_timeline, Some(2));
@@ -594,7 +271,7 @@ mod tests {
 
     #[test]
     fn quorum_loss_own_answers_show_no_primary_while_cluster_view_is_stale() {
-        let s = summarize(&readings("etcd-quorum-lost"), None);
+        let s = sum(&readings("etcd-quorum-lost"), None);
         assert!(s.primaries.is_empty(), "every member demoted itself: {:?}", s.primaries);
         let view = parse_cluster(&fixture("etcd-quorum-lost/cluster-from-node1.json")).unwrap();
         assert!(view.members.iter().any(|m| m.role == Role::Primary), "the DCS view still names the old leader");
@@ -605,7 +282,7 @@ mod tests {
         let view = parse_cluster(&fixture("healthy/cluster-from-node2.json")).unwrap();
         let n3 = view.members.iter().find(|m| m.name == "node3").unwrap();
         assert_eq!(n3.api_url.as_deref(), Some("http://127.0.0.23:18008"));
-        assert_eq!(n3.postgres.as_deref(), Some("127.0.0.23:15432"));
+        assert_eq!(n3.postgres.as_ref().map(|p| p.to_string()).as_deref(), Some("127.0.0.23:15432"));
         assert_eq!(n3.lag_bytes, Some(0));
     }
 
@@ -639,9 +316,9 @@ mod tests {
         assert_eq!(p4b.lag_bytes, Some(0));
         assert!(parse_cluster(&fixture("patroni4/cluster-paused.json")).unwrap().paused);
         let mut readings = BTreeMap::new();
-        readings.insert("p4a".to_string(), MemberReading { status: Some(p) });
-        readings.insert("p4b".to_string(), MemberReading { status: Some(r) });
-        let s = summarize(&readings, Some(&view));
+        readings.insert("p4a".to_string(), Some(p));
+        readings.insert("p4b".to_string(), Some(r));
+        let s = sum(&readings, Some(&view));
         assert_eq!(s.leader(), Some("p4a"));
         assert_eq!(s.members_running, 2);
         assert!(s.lag_bytes.contains_key("p4b"));
@@ -657,10 +334,10 @@ mod tests {
         let s = parse_status(body).unwrap();
         assert!(s.pending_restart && s.failsafe_active && !s.cluster_unlocked);
         let mut readings = BTreeMap::new();
-        readings.insert("a".to_string(), MemberReading { status: Some(s) });
+        readings.insert("a".to_string(), Some(s));
         let replica = parse_status(br#"{"state":"running","role":"replica","xlog":{"received_location":90,"replayed_location":80},"timeline":3}"#).unwrap();
-        readings.insert("b".to_string(), MemberReading { status: Some(replica) });
-        let sum = summarize(&readings, None);
+        readings.insert("b".to_string(), Some(replica));
+        let sum = sum(&readings, None);
         assert_eq!(sum.lag_bytes.get("b"), Some(&20));
         assert_eq!(sum.sync_standbys, vec!["b".to_string()]);
         let view = parse_cluster(br#"{"members":[{"name":"b","role":"quorum_standby","state":"streaming","lag":"unknown","lsn":"unknown"}]}"#).unwrap();
@@ -673,9 +350,9 @@ mod tests {
         let mut readings = BTreeMap::new();
         for n in ["a", "b"] {
             let s = parse_status(br#"{"state":"running","role":"master","timeline":2}"#).unwrap();
-            readings.insert(n.to_string(), MemberReading { status: Some(s) });
+            readings.insert(n.to_string(), Some(s));
         }
-        let s = summarize(&readings, None);
+        let s = sum(&readings, None);
         assert_eq!(s.primaries.len(), 2);
         assert_eq!(s.leader(), None);
     }
@@ -694,5 +371,57 @@ mod tests {
         // Deep nesting must not overflow the stack.
         let deep = "[".repeat(100_000);
         assert!(parse_status(deep.as_bytes()).is_err());
+    }
+
+    /// A loopback REST API answering every request with `body`, or, without one, accepting
+    /// connections and never answering (a frozen member).
+    async fn member_api(body: Option<Vec<u8>>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let Some(body) = body.clone() else {
+                    held.push(s);
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _ = s.read(&mut [0u8; 4096]).await;
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = s.write_all(&[head.as_bytes(), &body].concat()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_frozen_member_delays_no_other_members_reading() {
+        let (live, frozen) = (member_api(Some(fixture("healthy/patroni-node1.json"))).await, member_api(None).await);
+        let yaml = format!(
+            "clusters:\n  - scope: s\n    patroni:\n      timeout: 3s\n      interval: 100ms\n      members:\n        \
+             - {{name: live, api_url: '{live}'}}\n        - {{name: frozen, api_url: '{frozen}'}}\n"
+        );
+        let plan = crate::config::Config::parse(&yaml).unwrap().clusters.remove(0);
+        let state = Arc::new(ClusterState::new(plan, None));
+        let http = HttpCaller {
+            client: crate::collect::http::http_client(),
+            timeout: Duration::from_secs(3),
+            max_body_bytes: 1 << 20,
+            auth: None,
+        };
+        let started = Instant::now();
+        let task = tokio::spawn(supervise_members(state.clone(), http, Duration::from_millis(100)));
+        while state.read().members["live"].health.last_poll.is_none_or(|at| at < started + Duration::from_millis(500)) {
+            assert!(started.elapsed() < Duration::from_secs(2), "the live member's readings are held up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let data = state.read();
+        assert!(data.members["live"].status.as_ref().is_some_and(|s| s.is_primary()));
+        assert!(!data.members["frozen"].health.attempted(), "the frozen member's first call waits on its 3 s deadline");
+        drop(data);
+        task.abort();
     }
 }

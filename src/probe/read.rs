@@ -3,32 +3,30 @@
 //! write-probe interval, since rows are written that often).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use super::{connect, host_port, within, Connection, FailureReason, Transition};
-use crate::collect::ticker;
-use crate::config::ProbeConfig;
+use super::session::{Deadline, Session};
+use crate::config::ProbePlan;
+use crate::model::address::HostPort;
+use crate::model::probe::{Attempt, FailureReason, ProbeKind};
 use crate::state::ClusterState;
-use crate::timeline::EventKind;
+use crate::tasks::ticker;
 
 pub struct ReadProbe {
     state: Arc<ClusterState>,
-    config: ProbeConfig,
-    host: String,
-    port: u16,
+    plan: ProbePlan,
+    addr: HostPort,
     probe_id: String,
-    conn: Option<Connection>,
+    session: Option<Session>,
 }
 
 impl ReadProbe {
-    pub fn new(state: Arc<ClusterState>, config: ProbeConfig, addr: &str, probe_id: String) -> Option<Self> {
-        let (host, port) = host_port(addr)?;
-        state.write().probes.read = Some(Default::default());
-        Some(Self { state, config, host, port, probe_id, conn: None })
+    pub fn new(state: Arc<ClusterState>, plan: ProbePlan, addr: HostPort, probe_id: String) -> Self {
+        Self { state, plan, addr, probe_id, session: None }
     }
 
     pub async fn run(mut self) {
-        let mut tick = ticker(self.config.interval);
+        let mut tick = ticker(self.plan.polling.interval);
         loop {
             tick.tick().await;
             self.attempt().await;
@@ -37,20 +35,12 @@ impl ReadProbe {
 
     /// The newest row's timestamp, `None` when the probe has written nothing visible yet.
     async fn read_once(&mut self) -> Result<Option<SystemTime>, FailureReason> {
-        let deadline = self.config.timeout;
-        let started = Instant::now();
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.config, &self.host, self.port, deadline).await?);
+        let deadline = Deadline::after(self.plan.polling.timeout);
+        if self.session.is_none() {
+            self.session = Some(Session::connect(&self.plan.login, &self.plan.schema, &self.addr, &deadline).await?);
         }
-        let client = &self.conn.as_ref().expect("connected above").client;
-        let sql = format!(
-            "SELECT written_at FROM {}.heartbeat WHERE probe_id = $1 ORDER BY seq DESC LIMIT 1",
-            self.config.schema
-        );
-        let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        let rows = within(remaining, client.query(&sql, &[&self.probe_id])).await?;
-        // A table made by hand with other column types is a failure, not a panic.
-        rows.first().map(|r| r.try_get::<_, SystemTime>(0).map_err(|_| FailureReason::Other)).transpose()
+        let session = self.session.as_ref().expect("connected above");
+        session.newest_heartbeat(&self.probe_id, &deadline).await
     }
 
     async fn attempt(&mut self) {
@@ -58,30 +48,15 @@ impl ReadProbe {
         let result = self.read_once().await;
         let finished = Instant::now();
         if result.is_err() {
-            self.conn = None;
+            self.session = None;
         }
-        let transition = {
-            let mut data = self.state.write();
-            if let Ok(newest) = &result {
-                data.probes.read_staleness_seconds =
-                    newest.map(|t| SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64());
-            }
-            data.probes.read.get_or_insert_with(Default::default).record(started, finished, result.map(|_| ()))
-        };
-        match transition {
-            Transition::OutageStarted { last_success, reason } => self.state.event(
-                EventKind::ReadOutageStarted,
-                None,
-                format!("through HAProxy: {}", reason.as_str()),
-                last_success,
-            ),
-            Transition::OutageEnded(o) => self.state.event(
-                EventKind::ReadOutageEnded,
-                None,
-                format!("read downtime {:.3}s", o.duration().as_secs_f64()),
-                o.recovered,
-            ),
-            Transition::None => {}
-        }
+        let staleness = result
+            .as_ref()
+            .ok()
+            .copied()
+            .flatten()
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64());
+        let attempt = Attempt { started, finished, result: result.map(|_| ()) };
+        self.state.apply_probe(ProbeKind::Read, attempt, staleness);
     }
 }

@@ -1,5 +1,5 @@
 //! The write probe: a commit every interval through HAProxy's primary port, on a persistent
-//! connection that reconnects by itself after any error (the lab report's script died on its
+//! session that reconnects by itself after any error (the lab report's script died on its
 //! closed connection; this one must not).
 //!
 //! Each row is (probe id, sequence number, the exporter's clock). After every outage the probe
@@ -9,13 +9,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::{connect, ensure_table, host_port, within, Connection, FailureReason, Transition};
-use crate::collect::ticker;
-use crate::config::ProbeConfig;
+use super::session::{Deadline, Session, SetupError, SLOW_STATEMENT};
+use crate::config::ProbePlan;
+use crate::model::address::HostPort;
+use crate::model::probe::{Attempt, FailureReason, ProbeKind, Transition};
 use crate::state::ClusterState;
-use crate::timeline::EventKind;
+use crate::tasks::ticker;
 
 /// Acknowledged writes remembered for the loss check: the newest this many...
 const ACKED_KEPT: usize = 100_000;
@@ -23,16 +24,13 @@ const ACKED_KEPT: usize = 100_000;
 const ACKED_AGE: Duration = Duration::from_secs(3600);
 /// How often the probe deletes its old rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Rows of any probe id (e.g. of exporters long gone) older than this are pruned.
-const FOREIGN_ROWS_AGE_SECONDS: f64 = 86_400.0;
 
 pub struct WriteProbe {
     state: Arc<ClusterState>,
-    config: ProbeConfig,
-    host: String,
-    port: u16,
+    plan: ProbePlan,
+    addr: HostPort,
     probe_id: String,
-    conn: Option<Connection>,
+    session: Option<Session>,
     seq: i64,
     /// Acknowledged sequence numbers with when, oldest first.
     acked: VecDeque<(i64, Instant)>,
@@ -42,66 +40,50 @@ pub struct WriteProbe {
 }
 
 impl WriteProbe {
-    pub fn new(state: Arc<ClusterState>, config: ProbeConfig, addr: &str, probe_id: String) -> Option<Self> {
-        let (host, port) = host_port(addr)?;
-        state.write().probes.write = Some(Default::default());
-        Some(Self {
+    pub fn new(state: Arc<ClusterState>, plan: ProbePlan, addr: HostPort, probe_id: String) -> Self {
+        let last_prune = Instant::now();
+        Self {
             state,
-            config,
-            host,
-            port,
+            plan,
+            addr,
             probe_id,
-            conn: None,
+            session: None,
             seq: 0,
             acked: VecDeque::new(),
             check_owed: false,
-            last_prune: Instant::now(),
-        })
+            last_prune,
+        }
     }
 
     pub async fn run(mut self) {
-        let mut tick = ticker(self.config.interval);
+        let mut tick = ticker(self.plan.polling.interval);
         loop {
             tick.tick().await;
             self.attempt().await;
         }
     }
 
-    fn table(&self) -> String {
-        format!("{}.heartbeat", self.config.schema)
-    }
-
     async fn write_once(&mut self, seq: i64) -> Result<(), FailureReason> {
-        let deadline = self.config.timeout;
-        let started = Instant::now();
-        if self.conn.is_none() {
-            let conn = connect(&self.config, &self.host, self.port, deadline).await?;
-            if let Err(e) = ensure_table(
-                &conn.client,
-                &self.config,
-                deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
-            )
-            .await
-            {
+        let deadline = Deadline::after(self.plan.polling.timeout);
+        if self.session.is_none() {
+            let mut session = Session::connect(&self.plan.login, &self.plan.schema, &self.addr, &deadline).await?;
+            if let Err(e) = session.ensure_table(&self.plan, &deadline).await {
                 // A missing privilege is worth an error; a setup that failed because the
                 // server is going away is just this attempt's failure.
                 match &e {
-                    super::SetupError::NotAllowed { .. } => {
-                        tracing::error!(scope = %self.state.scope, error = %e, "write probe setup")
+                    SetupError::NotAllowed { .. } => {
+                        tracing::error!(scope = %self.state.scope(), error = %e, "write probe setup")
                     }
-                    super::SetupError::Failed(_) => {
-                        tracing::debug!(scope = %self.state.scope, error = %e, "write probe setup")
+                    SetupError::Failed(_) => {
+                        tracing::debug!(scope = %self.state.scope(), error = %e, "write probe setup")
                     }
                 }
                 return Err(FailureReason::Other);
             }
-            self.conn = Some(conn);
+            self.session = Some(session);
         }
-        let client = &self.conn.as_ref().expect("connected above").client;
-        let sql = format!("INSERT INTO {} (probe_id, seq, written_at) VALUES ($1, $2, $3)", self.table());
-        let now = SystemTime::now();
-        let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        within(remaining, client.execute(&sql, &[&self.probe_id, &seq, &now])).await.map(|_| ())
+        let session = self.session.as_ref().expect("connected above");
+        session.write_heartbeat(&self.probe_id, seq, &deadline).await
     }
 
     async fn attempt(&mut self) {
@@ -110,128 +92,76 @@ impl WriteProbe {
         let started = Instant::now();
         let result = self.write_once(seq).await;
         let finished = Instant::now();
-        if let Err(reason) = result {
-            tracing::debug!(scope = %self.state.scope, seq, reason = reason.as_str(), took_ms = (finished - started).as_millis() as u64, "write probe failed");
-        }
-        if result.is_err() {
-            // Whatever went wrong, the next attempt starts from a fresh connection: a read-only
-            // or closing server, a hung one, or HAProxy that routed us nowhere.
-            self.conn = None;
-        } else {
-            self.acked.push_back((seq, finished));
-            while self.acked.len() > ACKED_KEPT
-                || self.acked.front().is_some_and(|(_, t)| finished.duration_since(*t) > ACKED_AGE)
-            {
-                self.acked.pop_front();
+        match result {
+            Err(reason) => {
+                tracing::debug!(scope = %self.state.scope(), seq, reason = reason.as_str(),
+                    took_ms = (finished - started).as_millis() as u64, "write probe failed");
+                // Whatever went wrong, the next attempt starts from a fresh session: a read-only
+                // or closing server, a hung one, or HAProxy that routed us nowhere.
+                self.session = None;
+            }
+            Ok(()) => {
+                self.acked.push_back((seq, finished));
+                while self.acked.len() > ACKED_KEPT
+                    || self.acked.front().is_some_and(|(_, t)| finished.duration_since(*t) > ACKED_AGE)
+                {
+                    self.acked.pop_front();
+                }
             }
         }
-        let transition = {
-            let mut data = self.state.write();
-            let t = data.probes.write.get_or_insert_with(Default::default).record(started, finished, result);
-            if result.is_ok() && t == Transition::None {
-                data.timeline.write_ok(finished);
-            }
-            t
-        };
-        match transition {
-            Transition::OutageStarted { last_success, reason } => {
-                self.state.write().timeline.write_outage_started(last_success);
-                self.state.event(
-                    EventKind::WriteOutageStarted,
-                    None,
-                    format!("through HAProxy: {}", reason.as_str()),
-                    last_success,
-                );
-            }
+        let attempt = Attempt { started, finished, result };
+        match self.state.apply_probe(ProbeKind::Write, attempt, None) {
             Transition::OutageEnded(outage) => {
                 self.check_owed = true;
                 let lost = self.check_losses(outage.last_success).await;
-                {
-                    let mut data = self.state.write();
-                    if let Some(n) = lost {
-                        data.probes.lost_writes_total += n;
-                        data.probes.last_outage_lost_writes = Some(n);
-                    }
-                    data.timeline.write_outage_ended(&self.state.scope, outage.recovered, lost);
-                }
-                self.state.event(
-                    EventKind::WriteOutageEnded,
-                    None,
-                    format!(
-                        "write downtime {:.3}s, lost acknowledged writes: {}",
-                        outage.duration().as_secs_f64(),
-                        lost.map(|n| n.to_string()).unwrap_or_else(|| "not checked".into())
-                    ),
-                    outage.recovered,
-                );
+                self.state.apply_write_recovered(outage, lost);
             }
             Transition::None if result.is_ok() && self.check_owed => {
                 // The check failed right after the outage: try again on a later success.
                 if let Some(lost) = self.check_losses(finished).await {
-                    let mut data = self.state.write();
-                    data.probes.lost_writes_total += lost;
-                    data.probes.last_outage_lost_writes = Some(lost);
+                    self.state.apply_late_loss_check(lost);
                 }
             }
-            Transition::None => {}
+            _ => {}
         }
         if result.is_ok() && self.last_prune.elapsed() >= PRUNE_EVERY {
             self.prune().await;
         }
     }
 
-    /// Counts the acknowledged writes made before `before` that the primary no longer has, and
-    /// forgets them (so a later check does not count them again).
-    async fn check_losses(&mut self, before: Instant) -> Option<u64> {
-        let Some(conn) = &self.conn else { return None };
+    /// The acknowledged writes made before `before` that the primary no longer has, forgotten
+    /// once found (so a later check does not count them again); `None` when the check failed.
+    async fn check_losses(&mut self, before: Instant) -> Option<Vec<i64>> {
+        let session = self.session.as_ref()?;
         let expected: Vec<i64> = self.acked.iter().filter(|(_, t)| *t <= before).map(|(s, _)| *s).collect();
         if expected.is_empty() {
             self.check_owed = false;
-            return Some(0);
+            return Some(Vec::new());
         }
-        let sql = format!("SELECT seq FROM {} WHERE probe_id = $1 AND seq = ANY($2)", self.table());
-        let deadline = self.config.timeout.max(Duration::from_secs(2));
-        match within(deadline, conn.client.query(&sql, &[&self.probe_id, &expected])).await {
-            Ok(rows) => {
-                let present: std::collections::HashSet<i64> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
-                let lost: Vec<i64> = expected.iter().copied().filter(|s| !present.contains(s)).collect();
-                if !lost.is_empty() {
-                    self.acked.retain(|(s, _)| !lost.contains(s));
-                    let shown: Vec<String> = lost.iter().take(50).map(|s| s.to_string()).collect();
-                    self.state.event(
-                        EventKind::LostWrites,
-                        None,
-                        format!("{} acknowledged writes missing on the primary: seq {}", lost.len(), shown.join(",")),
-                        Instant::now(),
-                    );
-                }
+        let deadline = Deadline::after(self.plan.polling.timeout.max(SLOW_STATEMENT));
+        match session.present(&self.probe_id, &expected, &deadline).await {
+            Ok(present) => {
+                let lost: Vec<i64> = expected.into_iter().filter(|s| !present.contains(s)).collect();
+                self.acked.retain(|(s, _)| !lost.contains(s));
                 self.check_owed = false;
-                Some(lost.len() as u64)
+                Some(lost)
             }
             Err(reason) => {
-                tracing::warn!(scope = %self.state.scope, reason = reason.as_str(), "loss check failed; will retry");
+                tracing::warn!(scope = %self.state.scope(), reason = reason.as_str(), "loss check failed; will retry");
                 None
             }
         }
     }
 
     /// Deletes this probe's rows older than what the loss check still needs, and anyone's rows
-    /// older than a day (exporters that are gone). Nothing outside the probe's table is touched.
+    /// older than a day.
     async fn prune(&mut self) {
         self.last_prune = Instant::now();
-        let Some(conn) = &self.conn else { return };
+        let Some(session) = &self.session else { return };
         let keep_from = self.acked.front().map(|(s, _)| *s).unwrap_or(self.seq);
-        let sql = format!(
-            "DELETE FROM {} WHERE (probe_id = $1 AND seq < $2) OR written_at < now() - make_interval(secs => $3)",
-            self.table()
-        );
-        if let Err(reason) = within(
-            self.config.timeout,
-            conn.client.execute(&sql, &[&self.probe_id, &keep_from, &FOREIGN_ROWS_AGE_SECONDS]),
-        )
-        .await
-        {
-            tracing::warn!(scope = %self.state.scope, reason = reason.as_str(), "pruning probe rows failed");
+        let deadline = Deadline::after(self.plan.polling.timeout);
+        if let Err(reason) = session.prune(&self.probe_id, keep_from, true, &deadline).await {
+            tracing::warn!(scope = %self.state.scope(), reason = reason.as_str(), "pruning probe rows failed");
         }
     }
 }

@@ -152,7 +152,6 @@ fn role_without_privileges_gets_the_sql(exporter: &Exporter) {
 
 /// A direct probe whose role may not create the probe table logs that once, with its scope
 /// and member, not on every round.
-#[allow(dead_code)]
 fn direct_setup_failure_logged_once(exporter: &Exporter) {
     let leader = exporter.scrape().leader(SCOPE).unwrap();
     let dir = std::env::temp_dir().join(format!("pgha-it-noperm-{}", std::process::id()));
@@ -189,7 +188,11 @@ fn direct_setup_failure_logged_once(exporter: &Exporter) {
 pub fn run(steps: &mut Steps, exporter: &Exporter) {
     let healed = || heal_and_settle(exporter);
     steps.run("probe role without privileges gets the SQL", || role_without_privileges_gets_the_sql(exporter), healed);
-    // DIRECT_SETUP_STEP
+    steps.run(
+        "direct probe setup failure is logged once, with its scope",
+        || direct_setup_failure_logged_once(exporter),
+        healed,
+    );
     let writer = Writer::start();
     let started = Instant::now();
     let ready = steps.run(
@@ -456,13 +459,8 @@ fn forced_loss_is_counted(exporter: &Exporter) {
         .iter()
         .rev()
         .find(|e| e["kind"] == "lost_writes")
-        .and_then(|e| {
-            e["detail"]
-                .as_str()
-                .and_then(|d| d.rsplit("seq ").next())
-                .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
-        })
-        .expect("a lost_writes event");
+        .and_then(|e| e["lost_seqs"].as_array().map(|seqs| seqs.iter().filter_map(|s| s.as_i64()).collect()))
+        .expect("a lost_writes event listing the sequence numbers");
 
     // The truth: what the new primary has, and what the killed one had on disk.
     let new = m.leader(SCOPE).unwrap();

@@ -1,11 +1,19 @@
-//! The YAML configuration file.
+//! The YAML configuration file, as written ([`Config`]), and as the rest of the program takes
+//! it ([`ValidatedConfig`]: one [`ClusterPlan`] per cluster, secrets resolved once, addresses
+//! and URLs parsed).
 //!
 //! Every struct rejects unknown fields, so a typo is an error that names the field instead of a
 //! setting silently ignored. Defaults are documented on each field and in README.md. Secrets are
 //! never written in the file itself: they are named by environment variable or file and read
 //! once at load time, and their values never reach a log line or a metric.
 
-use std::collections::HashSet;
+mod validate;
+
+pub use validate::{
+    BasicCredentials, ClusterPlan, EtcdPlan, HaproxyPlan, MemberPlan, PatroniPlan, PgLogin, Polling, ProbePlan,
+    ValidatedConfig,
+};
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +30,7 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.into(), message: message.into() }
 }
 
@@ -66,8 +74,6 @@ pub struct ProbeConfig {
     pub user: String,
     /// Its password (none for trust or peer setups).
     pub password: Option<SecretRef>,
-    #[serde(skip)]
-    pub resolved_password: Option<Secret>,
     /// Database holding the probe's schema. Default `postgres`.
     #[serde(default = "default_probe_database")]
     pub database: String,
@@ -256,11 +262,9 @@ fn default_replicas_backend() -> String {
     "replicas".into()
 }
 
-/// Shortest polling interval accepted: faster would only load the targets.
-const MIN_INTERVAL: Duration = Duration::from_millis(50);
-
 impl Config {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<ValidatedConfig, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text).map_err(|e| match e {
@@ -271,132 +275,15 @@ impl Config {
         })
     }
 
-    /// Parses and validates; secrets are checked to be readable too.
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    /// Parses and validates; secrets are read here, once.
+    pub fn parse(text: &str) -> Result<ValidatedConfig, ConfigError> {
         let de = serde_norway::Deserializer::from_str(text);
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             ConfigError::Parse { path: PathBuf::new(), field, message: e.into_inner().to_string() }
         })?;
-        config.validate()?;
-        for (i, c) in config.clusters.iter_mut().enumerate() {
-            if let Some(p) = c.probes.as_mut() {
-                p.resolved_password =
-                    p.password.as_ref().map(|r| r.resolve(&format!("clusters[{i}].probes.password"))).transpose()?;
-            }
-        }
-        Ok(config)
+        validate::validate(config)
     }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.clusters.is_empty() {
-            return Err(invalid("clusters", "at least one cluster is needed"));
-        }
-        if self.max_body_bytes < 1024 {
-            return Err(invalid("max_body_bytes", "must be at least 1024"));
-        }
-        let mut scopes = HashSet::new();
-        for (i, c) in self.clusters.iter().enumerate() {
-            let at = |f: &str| format!("clusters[{i}].{f}");
-            if c.scope.is_empty() {
-                return Err(invalid(at("scope"), "must not be empty"));
-            }
-            if !scopes.insert(c.scope.as_str()) {
-                return Err(invalid(at("scope"), format!("scope `{}` is configured twice", c.scope)));
-            }
-            if !c.namespace.starts_with('/') {
-                return Err(invalid(at("namespace"), "must start with `/`"));
-            }
-            if c.etcd.is_none() && c.patroni.members.is_empty() && c.patroni.discovery_urls.is_empty() {
-                return Err(invalid(
-                    at("patroni"),
-                    "no way to find members: set `etcd`, `patroni.members` or `patroni.discovery_urls`",
-                ));
-            }
-            check_timing(&at("patroni"), c.patroni.interval, c.patroni.timeout)?;
-            for (j, m) in c.patroni.members.iter().enumerate() {
-                check_url(&at(&format!("patroni.members[{j}].api_url")), &m.api_url)?;
-                if m.name.is_empty() {
-                    return Err(invalid(at(&format!("patroni.members[{j}].name")), "must not be empty"));
-                }
-            }
-            for (j, u) in c.patroni.discovery_urls.iter().enumerate() {
-                check_url(&at(&format!("patroni.discovery_urls[{j}]")), u)?;
-            }
-            if let Some(auth) = &c.patroni.basic_auth {
-                auth.password.resolve(&at("patroni.basic_auth.password"))?;
-            }
-            if let Some(etcd) = &c.etcd {
-                if etcd.endpoints.is_empty() {
-                    return Err(invalid(at("etcd.endpoints"), "at least one endpoint is needed"));
-                }
-                for (j, e) in etcd.endpoints.iter().enumerate() {
-                    check_url(&at(&format!("etcd.endpoints[{j}]")), e)?;
-                }
-                check_timing(&at("etcd"), etcd.interval, etcd.timeout)?;
-                match (&etcd.username, &etcd.password) {
-                    (Some(_), Some(p)) => {
-                        p.resolve(&at("etcd.password"))?;
-                    }
-                    (None, None) => {}
-                    _ => return Err(invalid(at("etcd"), "set both `username` and `password`, or neither")),
-                }
-            }
-            if let Some(p) = &c.probes {
-                if p.user.is_empty() {
-                    return Err(invalid(at("probes.user"), "must not be empty"));
-                }
-                for (name, addr) in [("primary", &p.primary), ("replicas", &p.replicas)] {
-                    if let Some(a) = addr {
-                        if crate::probe::host_port(a).is_none() {
-                            return Err(invalid(at(&format!("probes.{name}")), format!("`{a}` is not host:port")));
-                        }
-                    }
-                }
-                if p.primary.is_none() && p.replicas.is_none() && !p.direct {
-                    return Err(invalid(at("probes"), "nothing to probe: set `primary`, `replicas` or `direct`"));
-                }
-                check_timing(&at("probes"), p.interval, p.timeout)?;
-                let plain = |s: &str| {
-                    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                };
-                if !plain(&p.schema) {
-                    return Err(invalid(at("probes.schema"), "use lowercase letters, digits and `_` only"));
-                }
-            }
-            let mut names = HashSet::new();
-            for (j, h) in c.haproxy.iter().enumerate() {
-                let hat = |f: &str| at(&format!("haproxy[{j}].{f}"));
-                if !names.insert(h.name.as_str()) {
-                    return Err(invalid(hat("name"), format!("instance `{}` is configured twice", h.name)));
-                }
-                check_url(&hat("stats_url"), &h.stats_url)?;
-                check_timing(&at(&format!("haproxy[{j}]")), h.interval, h.timeout)?;
-                if let Some(auth) = &h.basic_auth {
-                    auth.password.resolve(&hat("basic_auth.password"))?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(_) => Err(invalid(field, format!("`{url}` is not an http(s) URL with a host"))),
-        Err(e) => Err(invalid(field, format!("`{url}`: {e}"))),
-    }
-}
-
-fn check_timing(at: &str, interval: Duration, timeout: Duration) -> Result<(), ConfigError> {
-    if interval < MIN_INTERVAL {
-        return Err(invalid(format!("{at}.interval"), "must be at least 50ms"));
-    }
-    if timeout.is_zero() {
-        return Err(invalid(format!("{at}.timeout"), "must be above zero"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -409,11 +296,14 @@ mod tests {
     fn minimal_config_gets_documented_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
         let cl = &c.clusters[0];
-        assert_eq!(cl.namespace, "/service");
+        assert_eq!(cl.key_prefix, "/service/demo/");
         assert_eq!(cl.member_retention, Duration::from_secs(600));
-        assert_eq!(cl.patroni.interval, Duration::from_millis(200));
-        assert_eq!(cl.patroni.timeout, Duration::from_secs(1));
-        assert_eq!(cl.etcd.as_ref().unwrap().interval, Duration::from_millis(200));
+        assert_eq!(
+            cl.patroni.polling,
+            Polling { interval: Duration::from_millis(200), timeout: Duration::from_secs(1) }
+        );
+        assert_eq!(cl.etcd.as_ref().unwrap().polling.interval, Duration::from_millis(200));
+        assert!(cl.probes.is_none() && cl.haproxy.is_empty());
         assert_eq!(c.max_body_bytes, 4 << 20);
     }
 

@@ -1,12 +1,31 @@
 //! The exporter's own process metrics (`process_*`, as every Prometheus client library names
 //! them), read from /proc on each scrape: a few small files, no allocation worth measuring.
-//! On a system without /proc the families are simply absent.
+//! On a system without /proc the families are simply absent. The page size and the clock tick
+//! come from the system (`sysconf`): 16K and 64K pages exist.
 
-use crate::metrics::Families;
+use super::Families;
 
-/// Linux reports CPU times in clock ticks of 1/100 s on every architecture Rust targets here.
-const TICKS_PER_SECOND: f64 = 100.0;
-const PAGE_SIZE: f64 = 4096.0;
+/// The units /proc/self/stat counts in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Units {
+    pub ticks_per_second: f64,
+    pub page_size: f64,
+}
+
+impl Units {
+    /// This system's, read once.
+    pub fn system() -> Units {
+        static UNITS: std::sync::OnceLock<Units> = std::sync::OnceLock::new();
+        *UNITS.get_or_init(|| {
+            // SAFETY: sysconf only reads system configuration.
+            let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+            Units {
+                ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
+                page_size: if page > 0 { page as f64 } else { 4096.0 },
+            }
+        })
+    }
+}
 
 /// Fields of /proc/self/stat after the command name: (state is field 3).
 #[derive(Debug, PartialEq)]
@@ -17,17 +36,17 @@ pub struct ProcStat {
     pub resident_bytes: f64,
 }
 
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
+pub fn parse_stat(text: &str, units: Units) -> Option<ProcStat> {
     // The command name may hold spaces and parentheses: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
+    let rest = text.get(text.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); field n is fields[n - 3].
     let num = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     Some(ProcStat {
-        cpu_seconds: (num(14)? + num(15)?) as f64 / TICKS_PER_SECOND,
+        cpu_seconds: (num(14)? + num(15)?) as f64 / units.ticks_per_second,
         start_ticks: num(22)?,
         virtual_bytes: num(23)? as f64,
-        resident_bytes: num(24)? as f64 * PAGE_SIZE,
+        resident_bytes: num(24)? as f64 * units.page_size,
     })
 }
 
@@ -54,7 +73,10 @@ fn read_max_fds() -> Option<f64> {
 }
 
 pub fn families(f: &mut Families) {
-    let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok().and_then(|t| parse_stat(&t)) else { return };
+    let units = Units::system();
+    let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok().and_then(|t| parse_stat(&t, units)) else {
+        return;
+    };
     f.float_counter(
         "process_cpu_seconds",
         "Total user and system CPU time spent in seconds.",
@@ -68,7 +90,7 @@ pub fn families(f: &mut Families) {
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
             vec![],
-            btime as f64 + stat.start_ticks as f64 / TICKS_PER_SECOND,
+            btime as f64 + stat.start_ticks as f64 / units.ticks_per_second,
         );
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
@@ -86,18 +108,24 @@ mod tests {
     #[test]
     fn stat_with_a_tricky_command_name() {
         let line = "4242 (pgha (x) y) S 1 2 3 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 9 0 12345 104857600 2560 18446744073709551615";
-        let s = parse_stat(line).unwrap();
+        let units = Units { ticks_per_second: 100.0, page_size: 4096.0 };
+        let s = parse_stat(line, units).unwrap();
         assert_eq!(s.cpu_seconds, 3.0);
         assert_eq!(s.start_ticks, 12345);
         assert_eq!(s.virtual_bytes, 104857600.0);
         assert_eq!(s.resident_bytes, 2560.0 * 4096.0);
-        assert!(parse_stat("garbage").is_none());
-        assert!(parse_stat("1 (x) S 1").is_none());
+        let big_pages = parse_stat(line, Units { ticks_per_second: 250.0, page_size: 65536.0 }).unwrap();
+        assert_eq!((big_pages.cpu_seconds, big_pages.resident_bytes), (1.2, 2560.0 * 65536.0));
+        assert!(parse_stat("garbage", units).is_none());
+        assert!(parse_stat("1 (x) S 1", units).is_none());
+        assert!(parse_stat("1 (x)", units).is_none(), "ends at the command name: no panic");
+        assert!(parse_stat(")", units).is_none());
     }
 
     #[test]
     fn own_process_reads_plausible_figures() {
-        let s = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+        let s = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap(), Units::system()).unwrap();
+        assert!(Units::system().page_size >= 4096.0);
         assert!(s.resident_bytes > 100_000.0, "{s:?}");
         assert!(boot_time().unwrap() > 1_500_000_000);
     }

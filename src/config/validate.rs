@@ -1,0 +1,302 @@
+//! From the file as written to the plan the program runs: every check that can fail is here,
+//! so a [`ValidatedConfig`] is known good (a URL parses, an address has a port, a secret was
+//! readable) and nothing later parses or resolves configuration again.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{invalid, BasicAuth, ClusterConfig, Config, ConfigError, Secret};
+use crate::model::address::HostPort;
+use crate::model::haproxy::Routes;
+use crate::model::patroni::api_base;
+use crate::model::source::Source;
+
+/// Shortest polling interval accepted: faster would only load the targets.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The configuration the program runs: one plan per cluster.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    pub clusters: Vec<ClusterPlan>,
+    /// Largest response body read from any target.
+    pub max_body_bytes: usize,
+}
+
+/// Everything configured about one cluster: the one description the collectors, the probes,
+/// the state and the exposition all take.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub scope: String,
+    /// `<namespace>/<scope>/`: where Patroni keeps this cluster's keys.
+    pub key_prefix: String,
+    pub member_retention: Duration,
+    pub patroni: PatroniPlan,
+    pub etcd: Option<EtcdPlan>,
+    pub haproxy: Vec<HaproxyPlan>,
+    pub probes: Option<ProbePlan>,
+}
+
+impl ClusterPlan {
+    /// The sources this cluster reads.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut s = vec![Source::Patroni];
+        if self.etcd.is_some() {
+            s.push(Source::Etcd);
+        }
+        if !self.haproxy.is_empty() {
+            s.push(Source::Haproxy);
+        }
+        s
+    }
+
+    /// Direct probes of every member's PostgreSQL are on.
+    pub fn direct_probes(&self) -> bool {
+        self.probes.as_ref().is_some_and(|p| p.direct)
+    }
+
+    /// The write probe through HAProxy's primary port is on.
+    pub fn write_probe(&self) -> bool {
+        self.probes.as_ref().is_some_and(|p| p.primary.is_some())
+    }
+
+    /// The read probe through HAProxy's replicas port is on.
+    pub fn read_probe(&self) -> bool {
+        self.probes.as_ref().is_some_and(|p| p.replicas.is_some())
+    }
+}
+
+/// How often a target is called and how long one call may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Polling {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PatroniPlan {
+    pub members: Vec<MemberPlan>,
+    /// REST base URLs whose `/cluster` lists the members.
+    pub discovery_urls: Vec<String>,
+    pub polling: Polling,
+    pub auth: Option<BasicCredentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberPlan {
+    pub name: String,
+    /// Base URL of its REST API, without a trailing slash.
+    pub api_url: String,
+    pub postgres: Option<HostPort>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdPlan {
+    pub endpoints: Vec<String>,
+    pub polling: Polling,
+    pub credentials: Option<BasicCredentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HaproxyPlan {
+    /// The `haproxy` label.
+    pub name: String,
+    pub stats_url: reqwest::Url,
+    pub routes: Routes,
+    pub polling: Polling,
+    pub auth: Option<BasicCredentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    pub login: PgLogin,
+    /// HAProxy's primary port: the write probe.
+    pub primary: Option<HostPort>,
+    /// HAProxy's replicas port: the read probe.
+    pub replicas: Option<HostPort>,
+    pub direct: bool,
+    pub polling: Polling,
+    /// The probe's own schema (lowercase letters, digits and `_`: safe to put in SQL).
+    pub schema: String,
+}
+
+/// How the probes log in to PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgLogin {
+    pub user: String,
+    pub password: Option<Secret>,
+    pub database: String,
+}
+
+/// A user name and its resolved password.
+#[derive(Debug, Clone)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+pub(super) fn validate(config: Config) -> Result<ValidatedConfig, ConfigError> {
+    if config.clusters.is_empty() {
+        return Err(invalid("clusters", "at least one cluster is needed"));
+    }
+    if config.max_body_bytes < 1024 {
+        return Err(invalid("max_body_bytes", "must be at least 1024"));
+    }
+    let mut scopes = HashSet::new();
+    let mut clusters = Vec::new();
+    for (i, c) in config.clusters.iter().enumerate() {
+        let at = |f: &str| format!("clusters[{i}].{f}");
+        if !scopes.insert(c.scope.as_str()) {
+            return Err(invalid(at("scope"), format!("scope `{}` is configured twice", c.scope)));
+        }
+        clusters.push(cluster(c, &at)?);
+    }
+    Ok(ValidatedConfig { clusters, max_body_bytes: config.max_body_bytes })
+}
+
+fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan, ConfigError> {
+    if c.scope.is_empty() {
+        return Err(invalid(at("scope"), "must not be empty"));
+    }
+    if !c.namespace.starts_with('/') {
+        return Err(invalid(at("namespace"), "must start with `/`"));
+    }
+    if c.etcd.is_none() && c.patroni.members.is_empty() && c.patroni.discovery_urls.is_empty() {
+        return Err(invalid(
+            at("patroni"),
+            "no way to find members: set `etcd`, `patroni.members` or `patroni.discovery_urls`",
+        ));
+    }
+    Ok(ClusterPlan {
+        scope: c.scope.clone(),
+        key_prefix: format!("{}/{}/", c.namespace.trim_end_matches('/'), c.scope),
+        member_retention: c.member_retention,
+        patroni: patroni(c, at)?,
+        etcd: etcd(c, at)?,
+        haproxy: haproxy(c, at)?,
+        probes: probes(c, at)?,
+    })
+}
+
+fn patroni(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<PatroniPlan, ConfigError> {
+    let p = &c.patroni;
+    let mut members = Vec::new();
+    for (j, m) in p.members.iter().enumerate() {
+        check_url(&at(&format!("patroni.members[{j}].api_url")), &m.api_url)?;
+        if m.name.is_empty() {
+            return Err(invalid(at(&format!("patroni.members[{j}].name")), "must not be empty"));
+        }
+        let postgres =
+            m.postgres.as_deref().map(|a| address(&at(&format!("patroni.members[{j}].postgres")), a)).transpose()?;
+        members.push(MemberPlan {
+            name: m.name.clone(),
+            api_url: m.api_url.trim_end_matches('/').to_string(),
+            postgres,
+        });
+    }
+    let mut discovery_urls = Vec::new();
+    for (j, u) in p.discovery_urls.iter().enumerate() {
+        check_url(&at(&format!("patroni.discovery_urls[{j}]")), u)?;
+        discovery_urls.push(api_base(u));
+    }
+    Ok(PatroniPlan {
+        members,
+        discovery_urls,
+        polling: polling(&at("patroni"), p.interval, p.timeout)?,
+        auth: basic(&at("patroni.basic_auth.password"), &p.basic_auth)?,
+    })
+}
+
+fn etcd(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<EtcdPlan>, ConfigError> {
+    let Some(e) = &c.etcd else { return Ok(None) };
+    if e.endpoints.is_empty() {
+        return Err(invalid(at("etcd.endpoints"), "at least one endpoint is needed"));
+    }
+    for (j, url) in e.endpoints.iter().enumerate() {
+        check_url(&at(&format!("etcd.endpoints[{j}]")), url)?;
+    }
+    let credentials = match (&e.username, &e.password) {
+        (Some(u), Some(p)) => {
+            Some(BasicCredentials { username: u.clone(), password: p.resolve(&at("etcd.password"))? })
+        }
+        (None, None) => None,
+        _ => return Err(invalid(at("etcd"), "set both `username` and `password`, or neither")),
+    };
+    Ok(Some(EtcdPlan {
+        endpoints: e.endpoints.clone(),
+        polling: polling(&at("etcd"), e.interval, e.timeout)?,
+        credentials,
+    }))
+}
+
+fn haproxy(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Vec<HaproxyPlan>, ConfigError> {
+    let mut names = HashSet::new();
+    let mut plans = Vec::new();
+    for (j, h) in c.haproxy.iter().enumerate() {
+        let hat = |f: &str| at(&format!("haproxy[{j}].{f}"));
+        if !names.insert(h.name.as_str()) {
+            return Err(invalid(hat("name"), format!("instance `{}` is configured twice", h.name)));
+        }
+        plans.push(HaproxyPlan {
+            name: h.name.clone(),
+            stats_url: check_url(&hat("stats_url"), &h.stats_url)?,
+            routes: Routes { primary_backend: h.primary_backend.clone(), replicas_backend: h.replicas_backend.clone() },
+            polling: polling(&at(&format!("haproxy[{j}]")), h.interval, h.timeout)?,
+            auth: basic(&hat("basic_auth.password"), &h.basic_auth)?,
+        });
+    }
+    Ok(plans)
+}
+
+fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<ProbePlan>, ConfigError> {
+    let Some(p) = &c.probes else { return Ok(None) };
+    if p.user.is_empty() {
+        return Err(invalid(at("probes.user"), "must not be empty"));
+    }
+    let primary = p.primary.as_deref().map(|a| address(&at("probes.primary"), a)).transpose()?;
+    let replicas = p.replicas.as_deref().map(|a| address(&at("probes.replicas"), a)).transpose()?;
+    if primary.is_none() && replicas.is_none() && !p.direct {
+        return Err(invalid(at("probes"), "nothing to probe: set `primary`, `replicas` or `direct`"));
+    }
+    let polling = polling(&at("probes"), p.interval, p.timeout)?;
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain(&p.schema) {
+        return Err(invalid(at("probes.schema"), "use lowercase letters, digits and `_` only"));
+    }
+    let password = p.password.as_ref().map(|r| r.resolve(&at("probes.password"))).transpose()?;
+    Ok(Some(ProbePlan {
+        login: PgLogin { user: p.user.clone(), password, database: p.database.clone() },
+        primary,
+        replicas,
+        direct: p.direct,
+        polling,
+        schema: p.schema.clone(),
+    }))
+}
+
+fn basic(field: &str, auth: &Option<BasicAuth>) -> Result<Option<BasicCredentials>, ConfigError> {
+    auth.as_ref()
+        .map(|b| Ok(BasicCredentials { username: b.username.clone(), password: b.password.resolve(field)? }))
+        .transpose()
+}
+
+fn address(field: &str, text: &str) -> Result<HostPort, ConfigError> {
+    HostPort::parse(text).ok_or_else(|| invalid(field, format!("`{text}` is not host:port")))
+}
+
+fn check_url(field: &str, url: &str) -> Result<reqwest::Url, ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) => Err(invalid(field, format!("`{url}` is not an http(s) URL with a host"))),
+        Err(e) => Err(invalid(field, format!("`{url}`: {e}"))),
+    }
+}
+
+fn polling(at: &str, interval: Duration, timeout: Duration) -> Result<Polling, ConfigError> {
+    if interval < MIN_INTERVAL {
+        return Err(invalid(format!("{at}.interval"), "must be at least 50ms"));
+    }
+    if timeout.is_zero() {
+        return Err(invalid(format!("{at}.timeout"), "must be above zero"));
+    }
+    Ok(Polling { interval, timeout })
+}

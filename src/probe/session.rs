@@ -1,0 +1,266 @@
+//! One PostgreSQL session of a probe: connect, every statement under the attempt's deadline,
+//! error classification, and the heartbeat table's SQL. The write, read and direct probes all
+//! use it; nothing else in the program speaks SQL.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_postgres::error::SqlState;
+
+use crate::config::{PgLogin, ProbePlan};
+use crate::model::address::HostPort;
+use crate::model::probe::FailureReason;
+
+/// Rows of any probe id (e.g. of exporters long gone) older than this are pruned.
+const FOREIGN_ROWS_AGE_SECONDS: f64 = 86_400.0;
+/// Setup and loss checks get at least this long, whatever the probe's timeout.
+pub const SLOW_STATEMENT: Duration = Duration::from_secs(2);
+
+/// The end of one attempt: every step of it gets what is left.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    pub fn after(timeout: Duration) -> Self {
+        Deadline(Instant::now() + timeout)
+    }
+
+    /// What is left, at least a millisecond (so a late step fails as a timeout, not a panic).
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+    }
+}
+
+/// Classifies a PostgreSQL client error.
+pub fn classify(e: &tokio_postgres::Error) -> FailureReason {
+    if let Some(code) = e.code() {
+        if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            return FailureReason::ReadOnly;
+        }
+        // The server is shutting down or restarting: the connection is going away.
+        if [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code) {
+            return FailureReason::ClosedConnection;
+        }
+    }
+    if e.is_closed() {
+        return FailureReason::ClosedConnection;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => FailureReason::ConnectRefused,
+                std::io::ErrorKind::TimedOut => FailureReason::Timeout,
+                _ => FailureReason::ClosedConnection,
+            };
+        }
+        cause = c.source();
+    }
+    // HAProxy accepts the TCP connection and closes it when no server is up: tokio-postgres
+    // reports that as an unexpected end of the startup exchange, with no error code or cause.
+    let text = e.to_string();
+    if text.contains("connection closed") || text.contains("unexpected EOF") || text.contains("unexpected message") {
+        return FailureReason::ClosedConnection;
+    }
+    FailureReason::Other
+}
+
+/// Runs a statement under `deadline`; a timeout is a failure like any other.
+async fn bounded<T>(
+    deadline: &Deadline,
+    f: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, FailureReason> {
+    match tokio::time::timeout(deadline.remaining(), f).await {
+        Err(_) => Err(FailureReason::Timeout),
+        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// The SQL that creates the probe's own schema and table; shown to the user when the
+/// configured role may not run it.
+pub fn setup_sql(schema: &str) -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};\n\
+         CREATE TABLE IF NOT EXISTS {schema}.heartbeat (\n  \
+           probe_id text NOT NULL,\n  seq bigint NOT NULL,\n  written_at timestamptz NOT NULL,\n  \
+           PRIMARY KEY (probe_id, seq));"
+    )
+}
+
+pub fn grant_sql(schema: &str, role: &str) -> String {
+    format!("GRANT USAGE ON SCHEMA {schema} TO {role};\nGRANT SELECT, INSERT, DELETE ON {schema}.heartbeat TO {role};")
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SetupError {
+    #[error("role `{role}` may not create the probe table ({message}); run as a privileged user:\n{create}\n{grant}")]
+    NotAllowed { role: String, message: String, create: String, grant: String },
+    #[error("probe setup failed: {0}")]
+    Failed(String),
+}
+
+/// A connected session. Its connection is driven by a task that is aborted when the session is
+/// dropped: a frozen server must not keep it alive.
+pub struct Session {
+    client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+    table: String,
+    /// The probe table was found or created on this session's server.
+    table_ready: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Session {
+    pub async fn connect(
+        login: &PgLogin,
+        schema: &str,
+        addr: &HostPort,
+        deadline: &Deadline,
+    ) -> Result<Session, FailureReason> {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&addr.host)
+            .port(addr.port)
+            .user(&login.user)
+            .dbname(&login.database)
+            .application_name("pgha-exporter")
+            .connect_timeout(deadline.remaining());
+        if let Some(p) = &login.password {
+            pg.password(p.expose());
+        }
+        let (client, connection) = bounded(deadline, pg.connect(tokio_postgres::NoTls)).await?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Session { client, task, table: format!("{schema}.heartbeat"), table_ready: false })
+    }
+
+    /// Creates the probe's schema and table unless they exist (once per session).
+    pub async fn ensure_table(&mut self, plan: &ProbePlan, deadline: &Deadline) -> Result<(), SetupError> {
+        if self.table_ready {
+            return Ok(());
+        }
+        let timeout = |_| SetupError::Failed("timed out".into());
+        let failed = |e: tokio_postgres::Error| SetupError::Failed(e.to_string());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.table];
+        let exists = self.client.query_one("SELECT to_regclass($1) IS NOT NULL", &params);
+        let row = tokio::time::timeout(deadline.remaining(), exists).await.map_err(timeout)?.map_err(failed)?;
+        if !row.try_get::<_, bool>(0).unwrap_or(false) {
+            let sql = setup_sql(&plan.schema);
+            match tokio::time::timeout(deadline.remaining(), self.client.batch_execute(&sql)).await.map_err(timeout)? {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                    return Err(SetupError::NotAllowed {
+                        role: plan.login.user.clone(),
+                        message: e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string()),
+                        create: sql,
+                        grant: grant_sql(&plan.schema, &plan.login.user),
+                    })
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        self.table_ready = true;
+        Ok(())
+    }
+
+    pub async fn in_recovery(&self, deadline: &Deadline) -> Result<bool, FailureReason> {
+        let row = bounded(deadline, self.client.query_one("SELECT pg_is_in_recovery()", &[])).await?;
+        row.try_get(0).map_err(|_| FailureReason::Other)
+    }
+
+    /// One heartbeat row, committed (autocommit).
+    pub async fn write_heartbeat(&self, probe_id: &str, seq: i64, deadline: &Deadline) -> Result<(), FailureReason> {
+        let sql = format!("INSERT INTO {} (probe_id, seq, written_at) VALUES ($1, $2, $3)", self.table);
+        bounded(deadline, self.client.execute(&sql, &[&probe_id, &seq, &SystemTime::now()])).await.map(|_| ())
+    }
+
+    /// When this probe id's newest visible row was written; `None` when none is visible yet.
+    pub async fn newest_heartbeat(
+        &self,
+        probe_id: &str,
+        deadline: &Deadline,
+    ) -> Result<Option<SystemTime>, FailureReason> {
+        let sql = format!("SELECT written_at FROM {} WHERE probe_id = $1 ORDER BY seq DESC LIMIT 1", self.table);
+        let rows = bounded(deadline, self.client.query(&sql, &[&probe_id])).await?;
+        // A table made by hand with other column types is a failure, not a panic.
+        rows.first().map(|r| r.try_get::<_, SystemTime>(0).map_err(|_| FailureReason::Other)).transpose()
+    }
+
+    /// Which of `seqs` this probe id still has.
+    pub async fn present(
+        &self,
+        probe_id: &str,
+        seqs: &[i64],
+        deadline: &Deadline,
+    ) -> Result<HashSet<i64>, FailureReason> {
+        let sql = format!("SELECT seq FROM {} WHERE probe_id = $1 AND seq = ANY($2)", self.table);
+        let rows = bounded(deadline, self.client.query(&sql, &[&probe_id, &seqs])).await?;
+        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+    }
+
+    /// Deletes this probe id's rows before `keep_from`, and with `foreign` anyone's rows older
+    /// than a day (exporters that are gone). Nothing outside the probe's table is touched.
+    pub async fn prune(
+        &self,
+        probe_id: &str,
+        keep_from: i64,
+        foreign: bool,
+        deadline: &Deadline,
+    ) -> Result<(), FailureReason> {
+        let result = if foreign {
+            let sql = format!(
+                "DELETE FROM {} WHERE (probe_id = $1 AND seq < $2) OR written_at < now() - make_interval(secs => $3)",
+                self.table
+            );
+            bounded(deadline, self.client.execute(&sql, &[&probe_id, &keep_from, &FOREIGN_ROWS_AGE_SECONDS])).await
+        } else {
+            let sql = format!("DELETE FROM {} WHERE probe_id = $1 AND seq < $2", self.table);
+            bounded(deadline, self.client.execute(&sql, &[&probe_id, &keep_from])).await
+        };
+        result.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_sql_names_the_schema() {
+        assert!(setup_sql("s").contains("CREATE TABLE IF NOT EXISTS s.heartbeat"));
+        assert!(grant_sql("s", "r").contains("GRANT SELECT, INSERT, DELETE ON s.heartbeat TO r"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_classified() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let login = PgLogin { user: "u".into(), password: None, database: "d".into() };
+        let addr = HostPort { host: "127.0.0.1".into(), port };
+        let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_secs(2))).await.err();
+        assert_eq!(err, Some(FailureReason::ConnectRefused));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_at_the_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = HostPort { host: "127.0.0.1".into(), port: listener.local_addr().unwrap().port() };
+        let held = tokio::spawn(async move {
+            let conn = listener.accept().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(conn);
+        });
+        let login = PgLogin { user: "u".into(), password: None, database: "d".into() };
+        let started = Instant::now();
+        let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_millis(300))).await.err();
+        assert_eq!(err, Some(FailureReason::Timeout));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        held.abort();
+    }
+}
