@@ -5,15 +5,16 @@ mod support;
 
 use std::time::Duration;
 
-use support::{free_port, http_get, wait_until, Exporter, Metrics};
+use support::{http_get, wait_until, Exporter, Metrics};
 
 fn log(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("pgha-serve-{name}-{}.log", std::process::id()))
 }
 
-/// A loopback URL nothing listens on.
+/// A loopback URL nothing listens on. Not a port picked free now: the kernel may hand the same
+/// port to an exporter started next (seen: the discovery URL answered 404, from the exporter).
 fn refused_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
+    "http://127.0.0.1:1".to_string()
 }
 
 #[test]
