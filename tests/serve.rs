@@ -11,8 +11,8 @@ fn log(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("pgha-serve-{name}-{}.log", std::process::id()))
 }
 
-/// A loopback URL nothing listens on. Not a port picked free now: the kernel may hand the same
-/// port to an exporter started next (seen: the discovery URL answered 404, from the exporter).
+/// A loopback URL nothing listens on (port 1: a port picked free now could be handed by the
+/// kernel to an exporter started next).
 fn refused_url() -> String {
     "http://127.0.0.1:1".to_string()
 }
