@@ -19,7 +19,7 @@ pub fn assess(data: &ClusterData, direct_probes: bool) -> Conditions {
     let answered = statuses().next().is_some();
     let primaries = summary.primaries.len();
     let running_replicas = statuses().filter(|s| s.role == Role::Replica && s.state.is_running()).count();
-    let quorum_lost = data.etcd.as_ref().is_some_and(|e| !e.quorum().holds);
+    let quorum_lost = data.etcd.as_ref().is_some_and(|e| e.polled() && !e.quorum().holds);
 
     // The DCS's leader: the leader key when it could be read, else Patroni's /cluster view.
     let dcs_leader = data.etcd.as_ref().and_then(|e| e.leader_key.as_ref().map(|k| k.holder.clone())).or_else(|| {
@@ -39,8 +39,10 @@ pub fn assess(data: &ClusterData, direct_probes: bool) -> Conditions {
     } else {
         statuses().any(|s| s.is_primary() && s.state.is_running())
     };
-    let routes_nowhere = !data.haproxy.is_empty()
-        && data.haproxy.values().all(|h| h.stats().is_none_or(|stats| !stats.routes_primary(&h.routes)));
+    // Only the HAProxy instances called so far tell anything.
+    let called: Vec<_> = data.haproxy.values().filter(|h| h.health.attempted()).collect();
+    let routes_nowhere =
+        !called.is_empty() && called.iter().all(|h| h.stats().is_none_or(|stats| !stats.routes_primary(&h.routes)));
 
     let mut c = Conditions::default();
     c.set(Condition::ReplicaDown, summary.members_running < summary.members_total);
@@ -122,6 +124,24 @@ mod tests {
     }
 
     #[test]
+    fn targets_not_called_yet_count_neither_up_nor_down() {
+        let s = ClusterState::new(crate::testing::plan(ETCD), None);
+        let c = conditions(&s, false);
+        assert!(c.unknown, "no member answered");
+        for condition in [Condition::DcsQuorumLost, Condition::EntryPointDown, Condition::ReplicaDown] {
+            assert!(!c.holds(condition), "{condition} before any call");
+        }
+        member_says(&s, "healthy", "node1", Role::Primary);
+        member_says(&s, "healthy", "node2", Role::Replica);
+        let c = conditions(&s, false);
+        assert!(!c.holds(Condition::ReplicaDown), "node3 has not been called yet");
+        assert!(!c.holds(Condition::DcsQuorumLost) && !c.holds(Condition::EntryPointDown));
+        assert_eq!(s.read().summary().members_total, 2);
+        s.apply_etcd(EtcdRound { keys: None, member_list: None, ..etcd_round(vec![None, None, None], None) });
+        assert!(conditions(&s, false).holds(Condition::DcsQuorumLost), "called and none answered");
+    }
+
+    #[test]
     fn healthy_and_replica_stopped() {
         assert_eq!(verdict_of(&lab_state("healthy", "")), Verdict::Healthy);
         let s = lab_state("replica-stopped", "");
@@ -164,7 +184,8 @@ mod tests {
         assert!(!conditions(&s, false).holds(Condition::ReadOnly), "a key holder not yet primary is a promotion");
         member_says(&s, "healthy", "node1", Role::Primary);
         let writable = DirectOutcome { up: true, in_recovery: Some(false), writable: true, failure: None };
-        s.apply_direct("node1", writable, Instant::now());
+        let node1 = crate::model::address::HostPort::parse("127.0.0.21:15432").unwrap();
+        s.apply_direct("node1", &node1, writable, Instant::now());
         assert!(conditions(&s, true).holds(Condition::EntryPointDown));
     }
 

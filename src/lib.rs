@@ -81,6 +81,10 @@ async fn assess_loop(state: Arc<ClusterState>) {
     let mut tick = tasks::ticker(ASSESS_EVERY);
     loop {
         tick.tick().await;
+        // Before every target had its first call, a verdict (and its changes) would be a guess.
+        if !state.ready() {
+            continue;
+        }
         let verdict = assess::verdict(&state.read(), state.plan.direct_probes());
         state.apply_verdict(verdict, Instant::now());
     }

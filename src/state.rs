@@ -93,9 +93,10 @@ pub struct ClusterData {
 }
 
 impl ClusterData {
-    /// Every known member's latest own answer.
+    /// The latest own answer of every member called so far (one not called yet is neither up
+    /// nor down).
     pub fn statuses(&self) -> impl Iterator<Item = (&str, Option<&MemberStatus>)> {
-        self.members.iter().map(|(n, m)| (n.as_str(), m.status.as_ref()))
+        self.members.iter().filter(|(_, m)| m.health.attempted()).map(|(n, m)| (n.as_str(), m.status.as_ref()))
     }
 
     pub fn summary(&self) -> Summary {
@@ -350,30 +351,26 @@ impl ClusterState {
         })
     }
 
-    /// Members found in Patroni's keys.
+    /// Members found by discovery, outside an etcd round (tests build states with it).
+    #[cfg(test)]
     pub fn apply_discovery(&self, found: Vec<FoundMember>, at: Instant) {
         let retention = self.plan.member_retention;
         self.update(|d, logs| d.observe(found, at, retention, logs))
     }
 
-    /// `/cluster` from a configured discovery URL.
-    pub fn apply_discovery_url(&self, url: &str, reading: Reading<ClusterView>) {
-        let (retention, discover) = (self.plan.member_retention, self.plan.etcd.is_none());
+    /// `/cluster` from a configured discovery URL: its health. Returns the view it gave, for the
+    /// caller to choose the one applied with [`Self::apply_view`].
+    pub fn apply_discovery_url(&self, url: &str, reading: Reading<ClusterView>) -> Option<ClusterView> {
         self.update(|d, logs| {
-            let Some(health) = d.discovery.get_mut(url) else { return };
+            let health = d.discovery.get_mut(url)?;
             if let Some(change) = health.record(&reading) {
                 logs.push(Log::Health { source: Source::Patroni, target: url.to_string(), change });
             }
-            if let Ok(view) = reading.result {
-                if discover {
-                    d.observe(view.found_members(), reading.at, retention, logs);
-                }
-                d.dcs_view = Some(view);
-            }
+            reading.result.ok()
         })
     }
 
-    /// `/cluster` from a member (not a target of its own: its member is).
+    /// Patroni's DCS view; without etcd, also the members' discovery.
     pub fn apply_view(&self, view: ClusterView, at: Instant) {
         let (retention, discover) = (self.plan.member_retention, self.plan.etcd.is_none());
         self.update(|d, logs| {
@@ -384,10 +381,10 @@ impl ClusterState {
         })
     }
 
-    /// One round of etcd calls.
+    /// One round of etcd calls. A raft leader change is stamped with the round's latest status.
     pub fn apply_etcd(&self, round: EtcdRound) {
         let retention = self.plan.member_retention;
-        let now = Instant::now();
+        let now = round.endpoints.iter().map(|(_, r)| r.at).max().unwrap_or_else(Instant::now);
         self.update(|d, logs| {
             let Some(etcd) = d.etcd.as_mut() else { return };
             for (endpoint, reading) in round.endpoints {
@@ -518,9 +515,10 @@ impl ClusterState {
     }
 
     /// One direct probe of a member's PostgreSQL.
-    pub fn apply_direct(&self, member: &str, outcome: DirectOutcome, at: Instant) {
+    /// Ignored when the member was forgotten, or moved to another address, while it ran.
+    pub fn apply_direct(&self, member: &str, addr: &HostPort, outcome: DirectOutcome, at: Instant) {
         self.update(|d, logs| {
-            if !d.members.contains_key(member) {
+            if d.members.get(member).is_none_or(|m| m.postgres.as_ref() != Some(addr)) {
                 return;
             }
             let t = d.probes.direct.entry(member.to_string()).or_default().record(&outcome);
@@ -576,21 +574,7 @@ mod tests {
     }
 
     fn answer(role: Role, at: Instant) -> Reading<MemberStatus> {
-        let status = MemberStatus {
-            role,
-            state: PgState::Running,
-            timeline: Some(1),
-            wal_location: None,
-            received_location: None,
-            replayed_location: None,
-            pending_restart: false,
-            paused: false,
-            cluster_unlocked: false,
-            failsafe_active: false,
-            patroni_version: None,
-            replication: Vec::new(),
-        };
-        Reading { at, duration: Duration::from_millis(1), result: Ok(status) }
+        Reading { at, duration: Duration::from_millis(1), result: Ok(MemberStatus::bare(role, PgState::Running, 1)) }
     }
 
     fn refused(at: Instant) -> Reading<MemberStatus> {

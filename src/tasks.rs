@@ -15,26 +15,31 @@ pub fn ticker(every: Duration) -> tokio::time::Interval {
     t
 }
 
-/// One task per key. Tasks of keys that went away are aborted; dropping the set aborts all.
+/// One task per key. Tasks of keys that went away are aborted, a task that ended (it panicked:
+/// the loops never return) is logged and started again; dropping the set aborts all.
 #[derive(Debug)]
 pub struct TaskSet<K: Ord> {
+    /// What the tasks are, for the log (e.g. `demo: Patroni member`).
+    what: String,
     tasks: BTreeMap<K, JoinHandle<()>>,
 }
 
-impl<K: Ord + Clone> Default for TaskSet<K> {
-    fn default() -> Self {
-        Self { tasks: BTreeMap::new() }
+impl<K: Ord + Clone + std::fmt::Debug> TaskSet<K> {
+    pub fn new(what: impl Into<String>) -> Self {
+        Self { what: what.into(), tasks: BTreeMap::new() }
     }
-}
 
-impl<K: Ord + Clone> TaskSet<K> {
     /// Keeps exactly one running task per key of `wanted`, starting missing ones with `start`.
     pub fn reconcile<F>(&mut self, wanted: Vec<K>, mut start: impl FnMut(&K) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         self.tasks.retain(|k, task| {
-            let keep = wanted.contains(k) && !task.is_finished();
+            if task.is_finished() {
+                tracing::error!(task = %self.what, key = ?k, "a task ended; starting it again");
+                return false;
+            }
+            let keep = wanted.contains(k);
             if !keep {
                 task.abort();
             }
@@ -74,7 +79,7 @@ mod tests {
     #[tokio::test]
     async fn tasks_follow_the_keys() {
         let started = Arc::new(AtomicUsize::new(0));
-        let mut set = TaskSet::default();
+        let mut set = TaskSet::new("test");
         let start = |_: &&str| {
             started.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>()
@@ -86,5 +91,13 @@ mod tests {
         assert_eq!((set.len(), started.load(Ordering::SeqCst)), (2, 3));
         set.reconcile(vec![], start);
         assert!(set.is_empty());
+        let ends = |_: &&str| {
+            started.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(())
+        };
+        set.reconcile(vec!["d"], ends);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        set.reconcile(vec!["d"], ends);
+        assert_eq!((set.len(), started.load(Ordering::SeqCst)), (1, 5), "an ended task is started again");
     }
 }

@@ -201,13 +201,12 @@ impl EtcdPoller {
                 Ok(mut client) => etcd_call(timeout, client.status()).await.map(|s| (client, endpoint_status(&s))),
                 Err(e) => Err(e),
             };
-            (started, result)
+            (started, Instant::now(), result)
         });
         let results = futures::future::join_all(calls).await;
         let mut best: Option<(u8, Client)> = None;
         let mut endpoints = Vec::new();
-        for (i, (started, result)) in results.into_iter().enumerate() {
-            let at = Instant::now();
+        for (i, (started, at, result)) in results.into_iter().enumerate() {
             let result = match result {
                 Ok((client, status)) => {
                     let rank = if status.is_leader() {
@@ -230,7 +229,7 @@ impl EtcdPoller {
                     Err(TargetError::from(e))
                 }
             };
-            let reading = Reading { at, duration: at.saturating_duration_since(started), result };
+            let reading = Reading { at, duration: at - started, result };
             endpoints.push((self.plan.endpoints[i].clone(), reading));
         }
         let (member_list, keys) = match best {

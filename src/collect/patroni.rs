@@ -163,7 +163,7 @@ async fn poll_member(state: Arc<ClusterState>, http: HttpCaller, interval: Durat
 /// Keeps one polling task per known member (a member that moved to another address gets a new
 /// one), checking every `interval`.
 pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
-    let mut members: TaskSet<(String, String)> = TaskSet::default();
+    let mut members = TaskSet::new(format!("{}: Patroni member", state.scope()));
     let mut tick = ticker(interval);
     loop {
         tick.tick().await;
@@ -173,29 +173,36 @@ pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, inter
     }
 }
 
-/// `/cluster` every interval: from every discovery URL (each a target), else from the primary
-/// or any member that answers.
+/// `/cluster` every interval, from the primary (any member that answers, when none claims it)
+/// and from every discovery URL at once. Each discovery URL is a target; the view kept is the
+/// member's, else the first discovery URL's that answered.
 pub async fn watch_cluster_view(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
     let mut tick = ticker(interval);
     loop {
         tick.tick().await;
         let urls = &state.plan.patroni.discovery_urls;
-        let readings = futures::future::join_all(urls.iter().map(|u| timed(fetch_view(&http, u)))).await;
-        let mut answered = false;
-        for (url, reading) in urls.iter().zip(readings) {
-            answered |= reading.result.is_ok();
-            state.apply_discovery_url(url, reading);
-        }
-        if answered {
-            continue;
-        }
-        let Some(api) = state.view_source() else { continue };
-        match fetch_view(&http, &api).await {
-            Ok(view) => state.apply_view(view, Instant::now()),
-            Err(PatroniError::Parse(e)) => {
-                tracing::warn!(scope = %state.scope(), url = %api, error = %e, "malformed /cluster")
+        let from_member = async {
+            let api = state.view_source()?;
+            match fetch_view(&http, &api).await {
+                Ok(view) => Some(view),
+                Err(PatroniError::Parse(e)) => {
+                    tracing::warn!(scope = %state.scope(), url = %api, error = %e, "malformed /cluster");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(scope = %state.scope(), url = %api, error = %e, "/cluster failed");
+                    None
+                }
             }
-            Err(e) => tracing::debug!(scope = %state.scope(), url = %api, error = %e, "/cluster failed"),
+        };
+        let from_urls = futures::future::join_all(urls.iter().map(|u| timed(fetch_view(&http, u))));
+        let (mut view, readings) = futures::join!(from_member, from_urls);
+        for (url, reading) in urls.iter().zip(readings) {
+            let answer = state.apply_discovery_url(url, reading);
+            view = view.or(answer);
+        }
+        if let Some(view) = view {
+            state.apply_view(view, Instant::now());
         }
     }
 }

@@ -183,7 +183,7 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
 }
 
 fn etcd_families(f: &mut Families, scope: &str, data: &ClusterData) {
-    let Some(etcd) = &data.etcd else { return };
+    let Some(etcd) = data.etcd.as_ref().filter(|e| e.polled()) else { return };
     for (endpoint, ep) in &etcd.endpoints {
         let labels = l(&[("scope", scope), ("endpoint", endpoint)]);
         f.flag("pgha_etcd_member_up", "1 if the etcd member answered status in time.", labels.clone(), ep.health.up);

@@ -99,6 +99,11 @@ impl EtcdView {
         Self { endpoints: endpoints.into_iter().map(|e| (e, Endpoint::default())).collect(), ..Self::default() }
     }
 
+    /// Some endpoint has been called: before that nothing is known, not even a lost quorum.
+    pub fn polled(&self) -> bool {
+        self.endpoints.values().any(|e| e.health.attempted())
+    }
+
     fn statuses(&self) -> impl Iterator<Item = &EndpointStatus> {
         self.endpoints.values().filter_map(|e| e.status.as_ref())
     }

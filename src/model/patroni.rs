@@ -92,6 +92,25 @@ impl MemberStatus {
     pub fn is_primary(&self) -> bool {
         self.role == Role::Primary
     }
+
+    /// A status with only a role, a state and a timeline, for tests.
+    #[cfg(test)]
+    pub fn bare(role: Role, state: PgState, timeline: u64) -> Self {
+        MemberStatus {
+            role,
+            state,
+            timeline: Some(timeline),
+            wal_location: None,
+            received_location: None,
+            replayed_location: None,
+            pending_restart: false,
+            paused: false,
+            cluster_unlocked: false,
+            failsafe_active: false,
+            patroni_version: None,
+            replication: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,20 +253,7 @@ mod tests {
     use super::*;
 
     fn status(role: Role, state: PgState) -> MemberStatus {
-        MemberStatus {
-            role,
-            state,
-            timeline: Some(2),
-            wal_location: None,
-            received_location: None,
-            replayed_location: None,
-            pending_restart: false,
-            paused: false,
-            cluster_unlocked: false,
-            failsafe_active: false,
-            patroni_version: None,
-            replication: Vec::new(),
-        }
+        MemberStatus::bare(role, state, 2)
     }
 
     #[test]

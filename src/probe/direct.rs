@@ -23,7 +23,7 @@ const ROWS_KEPT: i64 = 1000;
 pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: String) {
     // One sequence for all members: a member's task that restarts never reuses a number.
     let seq = Arc::new(AtomicI64::new(0));
-    let mut probes: TaskSet<(String, HostPort)> = TaskSet::default();
+    let mut probes = TaskSet::new(format!("{}: direct probe", state.scope()));
     let mut tick = ticker(plan.polling.interval);
     loop {
         tick.tick().await;
@@ -68,7 +68,7 @@ impl DirectProbe {
         loop {
             tick.tick().await;
             let outcome = self.probe().await;
-            self.state.apply_direct(&self.member, outcome, Instant::now());
+            self.state.apply_direct(&self.member, &self.addr, outcome, Instant::now());
         }
     }
 
