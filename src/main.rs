@@ -1,5 +1,6 @@
 //! Command line, logging, start-up and a shutdown that cannot hang.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,15 +50,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    // Kept to the end: dropping it flushes the log lines still queued.
+    let _log = init_logging(&cli);
     if let Some(Command::CheckConfig) = cli.command {
+        // Written without `println!`, which panics when the reader of the pipe is gone.
         return match Config::load(&cli.config_file) {
             Ok(c) => {
-                println!("{}: valid, {} cluster(s)", cli.config_file.display(), c.clusters.len());
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}: valid, {} cluster(s)",
+                    cli.config_file.display(),
+                    c.clusters.len()
+                );
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("invalid configuration: {e}");
+                let _ = writeln!(std::io::stderr(), "invalid configuration: {e}");
                 std::process::ExitCode::FAILURE
             }
         };
@@ -71,15 +79,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(cli: &Cli) {
+/// Log lines queued at most: past this a burst drops lines rather than wait for stderr.
+const LOG_QUEUE_LINES: usize = 10_000;
+
+/// Logging that can neither panic nor block a loop: lines go through a bounded queue to a
+/// writer thread that drops them when stderr is slow, and ignores a stderr that is gone (a
+/// broken pipe would otherwise panic the task that logs).
+fn init_logging(cli: &Cli) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("pgha-log")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 #[tokio::main]

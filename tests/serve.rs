@@ -54,3 +54,64 @@ fn sighup_is_logged_and_ignored() {
     assert!(exporter.child.try_wait().unwrap().is_none(), "the exporter died of SIGHUP");
     assert_eq!(http_get(exporter.addr, "/-/healthy").unwrap().0, 200);
 }
+
+/// A loopback Patroni member that answers every other call and drops the rest, so the exporter
+/// has a change of state, and a line to log, on every poll. Serves at most `calls` calls.
+fn flapping_member(calls: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/healthy/patroni-node1.json")).unwrap();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().take(calls).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            if i % 2 == 1 {
+                continue;
+            }
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.read(&mut [0u8; 4096]);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(&[head.as_bytes(), &body].concat());
+        }
+    });
+    url
+}
+
+#[test]
+fn a_broken_stderr_stops_no_loop() {
+    let config = format!(
+        "clusters:\n  - scope: pipe\n    patroni:\n      interval: 100ms\n      members: [{{name: m1, api_url: '{}'}}]\n",
+        flapping_member(10_000)
+    );
+    let dir = std::env::temp_dir().join(format!("pgha-serve-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
+        .args(["--config.file", dir.join("config.yml").to_str().unwrap(), "--web.listen-address", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading end goes away: from now on every log line fails with EPIPE.
+    drop(child.stderr.take());
+    let exporter = Exporter { child, addr };
+    let errors = |m: &Metrics| -> f64 {
+        m.find("pgha_source_errors_total", &[("scope", "pipe"), ("target", "m1")]).iter().map(|s| s.value).sum()
+    };
+    let before = wait_until("the exporter serves", Duration::from_secs(10), || {
+        http_get(addr, "/metrics").ok().filter(|(s, _)| *s == 200).map(|(_, body)| Metrics::parse(&body))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let after = exporter.scrape();
+    let age = after.get("pgha_source_snapshot_age_seconds", &[("scope", "pipe"), ("source", "patroni")]);
+    assert!(age.is_some_and(|a| a < 1.0), "the member's readings stopped: snapshot age {age:?}");
+    assert!(
+        errors(&after) >= errors(&before) + 3.0,
+        "the member flaps: {} -> {} errors",
+        errors(&before),
+        errors(&after)
+    );
+    assert_eq!(http_get(addr, "/-/healthy").unwrap().0, 200);
+}
