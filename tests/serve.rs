@@ -55,8 +55,9 @@ fn sighup_is_logged_and_ignored() {
     assert_eq!(http_get(exporter.addr, "/-/healthy").unwrap().0, 200);
 }
 
-/// A loopback Patroni member that answers every other call and drops the rest, so the exporter
-/// has a change of state, and a line to log, on every poll. Serves at most `calls` calls.
+/// A loopback Patroni member that answers every other `GET /patroni` and drops the rest (and
+/// every other request), so the exporter has a change of state, and a line to log, on every
+/// poll. Serves at most `calls` calls.
 fn flapping_member(calls: usize) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -64,13 +65,19 @@ fn flapping_member(calls: usize) -> String {
     let body =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/healthy/patroni-node1.json")).unwrap();
     std::thread::spawn(move || {
-        for (i, stream) in listener.incoming().take(calls).enumerate() {
+        let mut polls = 0;
+        for stream in listener.incoming().take(calls) {
             let Ok(mut stream) = stream else { continue };
-            if i % 2 == 1 {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            if !request[..n].starts_with(b"GET /patroni ") {
                 continue;
             }
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = stream.read(&mut [0u8; 4096]);
+            polls += 1;
+            if polls % 2 == 0 {
+                continue;
+            }
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = stream.write_all(&[head.as_bytes(), &body].concat());
         }
