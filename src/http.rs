@@ -30,7 +30,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(landing))
         .route("/metrics", get(metrics))
-        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/events", get(events))
         .with_state(state)
@@ -71,6 +71,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
             tracing::error!("encoding metrics failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response()
         }
+    }
+}
+
+/// Healthy while every source's readings are fresh: a collection that stopped makes the exporter
+/// unhealthy (and restartable) instead of serving frozen data as current.
+async fn healthy(State(state): State<AppState>) -> Response {
+    let now = std::time::Instant::now();
+    let stale: Vec<String> = state
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.stale_sources(now).into_iter().map(move |(source, age)| {
+                let bound = c.staleness_bound(source).as_secs_f64();
+                format!("{}/{source} {:.1}s old (bound {bound:.1}s)", c.scope(), age.as_secs_f64())
+            })
+        })
+        .collect();
+    if stale.is_empty() {
+        (StatusCode::OK, "OK\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("stale readings: {}\n", stale.join(", "))).into_response()
     }
 }
 
@@ -157,6 +178,14 @@ mod tests {
         );
         cluster.apply_member("m", "http://m:1", crate::testing::refused());
         assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK, "a refused call is a finished one");
+        assert_eq!(get_text(app.clone(), "/-/healthy").await.0, StatusCode::OK);
+        let mut old = crate::testing::refused();
+        old.at -= std::time::Duration::from_secs(30);
+        cluster.apply_member("m", "http://m:1", old);
+        let (status, why, _) = get_text(app.clone(), "/-/healthy").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a member polled 30 s ago: its loop stopped");
+        assert!(why.starts_with("stale readings: demo<x>/patroni 30.0s old (bound 4.4s)"), "{why}");
+        cluster.apply_member("m", "http://m:1", crate::testing::refused());
         let (_, page, _) = get_text(app.clone(), "/").await;
         assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");
         assert!(page.contains("patroni 0/1 up"), "{page}");

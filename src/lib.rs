@@ -20,6 +20,7 @@ pub mod timeline;
 #[cfg(test)]
 mod testing;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,7 @@ pub fn start(config: &ValidatedConfig) -> Vec<Arc<ClusterState>> {
 fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: usize) -> Arc<ClusterState> {
     let probe_id = plan.probes.as_ref().map(|_| probe::new_probe_id());
     let state = Arc::new(ClusterState::new(plan, probe_id.clone()));
-    let plan = &state.plan;
+    let plan = state.plan.clone();
     let caller = |polling: Polling, auth: &Option<BasicCredentials>| HttpCaller {
         client: client.clone(),
         timeout: polling.timeout,
@@ -51,29 +52,65 @@ fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: us
     };
     let patroni = caller(plan.patroni.polling, &plan.patroni.auth);
     let every = plan.patroni.polling.interval;
-    tokio::spawn(collect::patroni::supervise_members(state.clone(), patroni.clone(), every));
-    tokio::spawn(collect::patroni::watch_cluster_view(state.clone(), patroni, every));
-    if let Some(etcd) = &plan.etcd {
-        tokio::spawn(collect::etcd::EtcdPoller::new(state.clone(), etcd.clone()).run());
-        tokio::spawn(collect::dcs_watch::DcsWatch::new(state.clone(), etcd.clone()).run());
+    let s = state.clone();
+    state.register_task("patroni_member");
+    spawn_supervised(&state, "patroni_members", {
+        let (s, patroni) = (s.clone(), patroni.clone());
+        move || collect::patroni::supervise_members(s.clone(), patroni.clone(), every)
+    });
+    spawn_supervised(&state, "patroni_view", {
+        let s = s.clone();
+        move || collect::patroni::watch_cluster_view(s.clone(), patroni.clone(), every)
+    });
+    if let Some(etcd) = plan.etcd {
+        let (s1, e) = (s.clone(), etcd.clone());
+        spawn_supervised(&state, "etcd", move || collect::etcd::EtcdPoller::new(s1.clone(), e.clone()).run());
+        let s2 = s.clone();
+        spawn_supervised(&state, "dcs_watch", move || {
+            collect::dcs_watch::DcsWatch::new(s2.clone(), etcd.clone()).run()
+        });
     }
-    for h in &plan.haproxy {
-        tokio::spawn(collect::haproxy::poll(state.clone(), caller(h.polling, &h.auth), h.clone()));
+    for h in plan.haproxy {
+        let (s, http) = (s.clone(), caller(h.polling, &h.auth));
+        spawn_supervised(&state, "haproxy", move || collect::haproxy::poll(s.clone(), http.clone(), h.clone()));
     }
-    if let (Some(p), Some(id)) = (&plan.probes, probe_id) {
+    if let (Some(p), Some(id)) = (plan.probes, probe_id) {
         tracing::info!(scope = %plan.scope, probe_id = %id, "probes start");
-        if let Some(addr) = &p.primary {
-            tokio::spawn(probe::write::WriteProbe::new(state.clone(), p.clone(), addr.clone(), id.clone()).run());
+        if let Some(addr) = p.primary.clone() {
+            let (s, p, id) = (s.clone(), p.clone(), id.clone());
+            spawn_supervised(&state, "write_probe", move || {
+                probe::write::WriteProbe::new(s.clone(), p.clone(), addr.clone(), id.clone()).run()
+            });
         }
-        if let Some(addr) = &p.replicas {
-            tokio::spawn(probe::read::ReadProbe::new(state.clone(), p.clone(), addr.clone(), id.clone()).run());
+        if let Some(addr) = p.replicas.clone() {
+            let (s, p, id) = (s.clone(), p.clone(), id.clone());
+            spawn_supervised(&state, "read_probe", move || {
+                probe::read::ReadProbe::new(s.clone(), p.clone(), addr.clone(), id.clone()).run()
+            });
         }
         if p.direct {
-            tokio::spawn(probe::direct::supervise(state.clone(), p.clone(), id));
+            state.register_task("direct_probe");
+            let s = s.clone();
+            spawn_supervised(&state, "direct_probes", move || {
+                probe::direct::supervise(s.clone(), p.clone(), id.clone())
+            });
         }
     }
-    tokio::spawn(assess_loop(state.clone()));
+    spawn_supervised(&state, "assess", move || assess_loop(s.clone()));
     state
+}
+
+/// Spawns a collection task under [`tasks::supervise`]: a restart is counted as `task` in
+/// `pgha_task_restarts_total`.
+fn spawn_supervised<F, Fut>(state: &Arc<ClusterState>, task: &'static str, start: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    state.register_task(task);
+    let counted = state.clone();
+    let what = format!("{}: {task}", state.scope());
+    tokio::spawn(tasks::supervise(what, move || counted.note_restarts(task, 1), start));
 }
 
 /// Re-assesses the verdict (an event when it changes) and closes failovers that timed out.

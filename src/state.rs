@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::ClusterPlan;
@@ -232,6 +232,8 @@ pub struct ClusterState {
     data: RwLock<ClusterData>,
     /// Latched once every target has had its first call.
     ready: AtomicBool,
+    /// Restarts of each collection task (by its name), since the exporter started.
+    restarts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl ClusterState {
@@ -272,7 +274,7 @@ impl ClusterState {
             sole_primary: None,
             verdict: None,
         };
-        Self { plan, data: RwLock::new(data), ready: AtomicBool::new(false) }
+        Self { plan, data: RwLock::new(data), ready: AtomicBool::new(false), restarts: Mutex::default() }
     }
 
     pub fn scope(&self) -> &str {
@@ -310,6 +312,46 @@ impl ClusterState {
             self.ready.store(true, Ordering::Relaxed);
         }
         all
+    }
+
+    /// A collection task of this cluster exists (its restart count starts at zero).
+    pub fn register_task(&self, task: &'static str) {
+        self.restarts.lock().unwrap_or_else(|p| p.into_inner()).entry(task).or_insert(0);
+    }
+
+    /// A collection task stopped and was started again.
+    pub fn note_restarts(&self, task: &'static str, n: usize) {
+        *self.restarts.lock().unwrap_or_else(|p| p.into_inner()).entry(task).or_insert(0) += n as u64;
+    }
+
+    pub fn task_restarts(&self) -> Vec<(&'static str, u64)> {
+        self.restarts.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(t, n)| (*t, *n)).collect()
+    }
+
+    /// How old a source's stalest reading may grow while its loops run: two of its rounds (an
+    /// etcd round is up to four calls: status, member list, keys, lease) and two seconds.
+    pub fn staleness_bound(&self, source: Source) -> Duration {
+        let round = match source {
+            Source::Patroni => self.plan.patroni.polling.interval + self.plan.patroni.polling.timeout,
+            Source::Etcd => {
+                self.plan.etcd.as_ref().map_or(Duration::ZERO, |e| e.polling.interval + 4 * e.polling.timeout)
+            }
+            Source::Haproxy => {
+                self.plan.haproxy.iter().map(|h| h.polling.interval + h.polling.timeout).max().unwrap_or_default()
+            }
+        };
+        2 * round + Duration::from_secs(2)
+    }
+
+    /// The sources whose stalest reading is older than their bound, with its age: their
+    /// collection has stopped.
+    pub fn stale_sources(&self, now: Instant) -> Vec<(Source, Duration)> {
+        let data = self.read();
+        self.plan
+            .sources()
+            .into_iter()
+            .filter_map(|s| data.snapshot_age(s, now).filter(|age| *age > self.staleness_bound(s)).map(|age| (s, age)))
+            .collect()
     }
 
     /// Members to poll: (name, REST base URL).

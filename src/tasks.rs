@@ -1,11 +1,57 @@
-//! Tasks: the ticker every loop uses, and a set of tasks kept in step with a set of keys (one
-//! task per Patroni member, one per direct-probe target).
+//! Tasks: the ticker every loop uses, the supervisor every collection task runs under, and a
+//! set of tasks kept in step with a set of keys (one task per Patroni member, one per
+//! direct-probe target). A collection loop never returns; one that panics or returns is logged,
+//! counted and started again, so the exporter never goes on answering with frozen data.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
+
+/// The first restart waits this long, each next one twice as long, up to `BACKOFF_MAX`...
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// ...and a task that ran this long before it stopped starts again from `BACKOFF_FIRST`.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// Why a task stopped, in words.
+fn why(outcome: Result<(), JoinError>) -> String {
+    match outcome {
+        Ok(()) => "it returned".into(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let text = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            format!("it panicked: {}", text.chars().take(200).collect::<String>())
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs the task `start` makes, for ever: whenever it stops, logs why, calls `restarted` and,
+/// after a backoff, starts a new one.
+pub async fn supervise<F, Fut>(what: String, restarted: impl Fn(), start: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let began = Instant::now();
+        let why = why(tokio::spawn(start()).await);
+        tracing::error!(task = %what, why, "a collection task stopped; starting it again");
+        restarted();
+        if began.elapsed() >= BACKOFF_RESET {
+            backoff = BACKOFF_FIRST;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
 
 /// A ticker for a polling loop: the first tick is at once, and a slow round delays the next one
 /// instead of bursting to catch up.
@@ -30,13 +76,16 @@ impl<K: Ord + Clone + std::fmt::Debug> TaskSet<K> {
     }
 
     /// Keeps exactly one running task per key of `wanted`, starting missing ones with `start`.
-    pub fn reconcile<F>(&mut self, wanted: Vec<K>, mut start: impl FnMut(&K) -> F)
+    /// Returns how many had stopped by themselves (they are started again).
+    pub fn reconcile<F>(&mut self, wanted: Vec<K>, mut start: impl FnMut(&K) -> F) -> usize
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let mut stopped = 0;
         self.tasks.retain(|k, task| {
             if task.is_finished() {
-                tracing::error!(task = %self.what, key = ?k, "a task ended; starting it again");
+                tracing::error!(task = %self.what, key = ?k, "a task stopped; starting it again");
+                stopped += 1;
                 return false;
             }
             let keep = wanted.contains(k);
@@ -51,6 +100,7 @@ impl<K: Ord + Clone + std::fmt::Debug> TaskSet<K> {
                 slot.insert(task);
             }
         }
+        stopped
     }
 
     pub fn len(&self) -> usize {
@@ -97,7 +147,39 @@ mod tests {
         };
         set.reconcile(vec!["d"], ends);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        set.reconcile(vec!["d"], ends);
+        assert_eq!(set.reconcile(vec!["d"], ends), 1, "one had stopped");
         assert_eq!((set.len(), started.load(Ordering::SeqCst)), (1, 5), "an ended task is started again");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_counted_and_started_again_with_backoff() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let (r, n) = (runs.clone(), restarts.clone());
+        let supervisor = tokio::spawn(supervise(
+            "test".into(),
+            move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            },
+            move || {
+                let run = r.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if run < 3 {
+                        panic!("run {run} fails");
+                    }
+                    std::future::pending::<()>().await
+                }
+            },
+        ));
+        // Backoffs of 100, 200 and 400 ms: the fourth run starts after about 700 ms.
+        for _ in 0..100 {
+            if runs.load(Ordering::SeqCst) == 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!((runs.load(Ordering::SeqCst), restarts.load(Ordering::SeqCst)), (4, 3));
+        supervisor.abort();
+        assert_eq!(why(Ok(())), "it returned");
     }
 }

@@ -167,9 +167,10 @@ pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, inter
     let mut tick = ticker(interval);
     loop {
         tick.tick().await;
-        members.reconcile(state.member_targets(), |(name, api)| {
+        let stopped = members.reconcile(state.member_targets(), |(name, api)| {
             poll_member(state.clone(), http.clone(), interval, name.clone(), api.clone())
         });
+        state.note_restarts("patroni_member", stopped);
     }
 }
 

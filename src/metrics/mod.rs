@@ -115,6 +115,15 @@ pub fn build(clusters: &[Arc<ClusterState>], now: Instant) -> Vec<Family> {
         let scope = cluster.scope();
         sources::families(&mut f, scope, &cluster.plan.sources(), &data, now);
         outcomes::families(&mut f, scope, &data, cluster.plan.direct_probes(), now);
+        for (task, n) in cluster.task_restarts() {
+            let labels = l(&[("scope", scope), ("task", task)]);
+            f.counter(
+                "pgha_task_restarts",
+                "Collection tasks that stopped (panicked) and were started again.",
+                labels,
+                n,
+            );
+        }
     }
     process::families(&mut f);
     f.into_vec()

@@ -27,7 +27,7 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
     let mut tick = ticker(plan.polling.interval);
     loop {
         tick.tick().await;
-        probes.reconcile(state.postgres_targets(), |(member, addr)| {
+        let stopped = probes.reconcile(state.postgres_targets(), |(member, addr)| {
             let probe = DirectProbe {
                 state: state.clone(),
                 plan: plan.clone(),
@@ -41,6 +41,7 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
             };
             probe.run()
         });
+        state.note_restarts("direct_probe", stopped);
     }
 }
 
