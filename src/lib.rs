@@ -37,7 +37,41 @@ const ASSESS_EVERY: Duration = Duration::from_millis(200);
 /// slow another's.
 pub fn start(config: &ValidatedConfig) -> Vec<Arc<ClusterState>> {
     let client = collect::http::http_client();
-    config.clusters.iter().map(|plan| start_cluster(plan.clone(), &client, config.max_body_bytes)).collect()
+    let clusters: Vec<Arc<ClusterState>> =
+        config.clusters.iter().map(|plan| start_cluster(plan.clone(), &client, config.max_body_bytes)).collect();
+    let all = clusters.clone();
+    tokio::spawn(tasks::supervise("down summary".into(), || {}, move || down_summary(all.clone())));
+    clusters
+}
+
+/// How often the targets that stay down are summed up in one log line.
+const DOWN_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// Targets named in the summary line, at most.
+const DOWN_SUMMARY_NAMED: usize = 10;
+
+/// A target's state changes are logged once each; those that stay down are summed up here,
+/// in one line a minute for every cluster together.
+async fn down_summary(clusters: Vec<Arc<ClusterState>>) {
+    let mut tick = tasks::ticker(DOWN_SUMMARY_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let mut down = Vec::new();
+        for c in &clusters {
+            let data = c.read();
+            for source in c.plan.sources() {
+                for (target, h) in data.targets(source) {
+                    if let Some(kind) = h.failing {
+                        down.push(format!("{}/{source}/{target} ({kind})", c.scope()));
+                    }
+                }
+            }
+        }
+        if !down.is_empty() {
+            let named = down.iter().take(DOWN_SUMMARY_NAMED).cloned().collect::<Vec<_>>().join(", ");
+            tracing::warn!(count = down.len(), first = %named, "targets still down");
+        }
+    }
 }
 
 fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: usize) -> Arc<ClusterState> {

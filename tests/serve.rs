@@ -59,6 +59,13 @@ fn sighup_is_logged_and_ignored() {
 /// every other request), so the exporter has a change of state, and a line to log, on every
 /// poll. Serves at most `calls` calls.
 fn flapping_member(calls: usize) -> String {
+    fake_member(calls, true, None)
+}
+
+/// A loopback Patroni member: `GET /patroni` answers the healthy primary's recorded status
+/// (every other call only, with `flap`), `GET /cluster` answers `cluster` (else the connection is
+/// dropped). Serves at most `calls` calls.
+fn fake_member(calls: usize, flap: bool, cluster: Option<&'static [u8]>) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -71,15 +78,19 @@ fn flapping_member(calls: usize) -> String {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
             let mut request = [0u8; 4096];
             let n = stream.read(&mut request).unwrap_or(0);
-            if !request[..n].starts_with(b"GET /patroni ") {
+            let answer: &[u8] = if request[..n].starts_with(b"GET /patroni ") {
+                polls += 1;
+                if flap && polls % 2 == 0 {
+                    continue;
+                }
+                &body
+            } else if let (true, Some(view)) = (request[..n].starts_with(b"GET /cluster "), cluster) {
+                view
+            } else {
                 continue;
-            }
-            polls += 1;
-            if polls % 2 == 0 {
-                continue;
-            }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = stream.write_all(&[head.as_bytes(), &body].concat());
+            };
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", answer.len());
+            let _ = stream.write_all(&[head.as_bytes(), answer].concat());
         }
     });
     url
@@ -121,4 +132,21 @@ fn a_broken_stderr_stops_no_loop() {
         errors(&after)
     );
     assert_eq!(http_get(addr, "/-/healthy").unwrap().0, 200);
+}
+
+#[test]
+fn a_malformed_cluster_view_is_logged_once() {
+    let member = fake_member(10_000, false, Some(b"{\"members\": \"none\"}"));
+    let config = format!(
+        "clusters:\n  - scope: view\n    patroni:\n      interval: 100ms\n      members: [{{name: m1, api_url: '{member}'}}]\n"
+    );
+    let path = log("view");
+    let exporter = Exporter::start(&config, &path);
+    wait_until("the member is polled", Duration::from_secs(5), || {
+        (exporter.scrape().get("pgha_patroni_member_up", &[("scope", "view"), ("member", "m1")]) == Some(1.0))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = std::fs::read_to_string(&path).unwrap().lines().filter(|l| l.contains("malformed /cluster")).count();
+    assert_eq!(lines, 1, "twenty rounds of a malformed /cluster");
 }

@@ -157,13 +157,15 @@ pub struct EtcdPoller {
     /// `<namespace>/<scope>/`
     prefix: String,
     clients: Vec<Option<Client>>,
+    /// Malformed member keys already warned about (each once, while it stays malformed).
+    malformed: std::collections::BTreeSet<String>,
 }
 
 impl EtcdPoller {
     pub fn new(state: Arc<ClusterState>, plan: EtcdPlan) -> Self {
         let prefix = state.plan.key_prefix.clone();
         let clients = plan.endpoints.iter().map(|_| None).collect();
-        Self { state, plan, prefix, clients }
+        Self { state, plan, prefix, clients, malformed: Default::default() }
     }
 
     pub async fn run(mut self) {
@@ -241,7 +243,7 @@ impl EtcdPoller {
 
     /// Member list and Patroni's keys, from one member.
     async fn read_cluster(
-        &self,
+        &mut self,
         mut client: Client,
         has_quorum: bool,
     ) -> (Option<Vec<(u64, String)>>, Option<PatroniKeys>) {
@@ -264,9 +266,16 @@ impl EtcdPoller {
             }
         };
         let (members, mut leader_key, bad) = parse_keys(self.prefix.as_bytes(), &kvs);
+        let mut still = std::collections::BTreeSet::new();
         for e in bad {
-            tracing::warn!(scope, error = %e, "skipping member key");
+            if let EtcdError::Parse { key, .. } = &e {
+                if !self.malformed.contains(key) {
+                    tracing::warn!(scope, error = %e, "skipping member key");
+                }
+                still.insert(key.clone());
+            }
         }
+        self.malformed = still;
         if let Some(key) = leader_key.as_mut().filter(|k| has_quorum && k.lease_id != 0) {
             // Lease time-to-live is served by the raft leader: it fails without quorum.
             match etcd_call(timeout, client.lease_time_to_live(key.lease_id, None)).await {

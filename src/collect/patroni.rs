@@ -179,15 +179,24 @@ pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, inter
 /// member's, else the first discovery URL's that answered.
 pub async fn watch_cluster_view(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
     let mut tick = ticker(interval);
+    // A member whose /cluster is malformed is warned about once, until it answers well again.
+    let mut malformed_from: Option<String> = None;
     loop {
         tick.tick().await;
         let urls = &state.plan.patroni.discovery_urls;
+        let malformed = &mut malformed_from;
         let from_member = async {
             let api = state.view_source()?;
             match fetch_view(&http, &api).await {
-                Ok(view) => Some(view),
+                Ok(view) => {
+                    *malformed = None;
+                    Some(view)
+                }
                 Err(PatroniError::Parse(e)) => {
-                    tracing::warn!(scope = %state.scope(), url = %api, error = %e, "malformed /cluster");
+                    if malformed.as_ref() != Some(&api) {
+                        tracing::warn!(scope = %state.scope(), url = %api, error = %e, "malformed /cluster");
+                        *malformed = Some(api);
+                    }
                     None
                 }
                 Err(e) => {

@@ -57,7 +57,12 @@ pub struct TargetHealth {
     pub last_poll: Option<Instant>,
     /// Failed calls by `ErrorKind::index`.
     pub errors: [u64; ErrorKind::COUNT],
-    last_error: Option<TargetError>,
+    /// The kind of the last failure, while down.
+    pub failing: Option<ErrorKind>,
+    /// The kinds of failure already reported since the target went down: a target that
+    /// alternates between two (a host dropping SYNs: timeout, connect, timeout...) is reported
+    /// twice, not on every call.
+    reported: [bool; ErrorKind::COUNT],
 }
 
 /// A change of a target's health worth one log line.
@@ -68,8 +73,9 @@ pub enum HealthChange {
 }
 
 impl TargetHealth {
-    /// Records one call's outcome; returns a change only on a transition (first failure, a
-    /// different error, back up), so a target that stays down does not flood the log.
+    /// Records one call's outcome; returns a change only on a transition (down, a kind of
+    /// failure not reported since it went down, back up), so a target that stays down does not
+    /// flood the log, whatever its error messages say.
     pub fn record<T>(&mut self, reading: &Reading<T>) -> Option<HealthChange> {
         let (was_up, first) = (self.up, self.last_poll.is_none());
         self.last_duration = reading.duration;
@@ -77,15 +83,16 @@ impl TargetHealth {
         match &reading.result {
             Ok(_) => {
                 self.up = true;
-                self.last_error = None;
+                self.failing = None;
+                self.reported = [false; ErrorKind::COUNT];
                 (!was_up && !first).then_some(HealthChange::BackUp)
             }
             Err(e) => {
                 self.up = false;
                 self.errors[e.kind.index()] += 1;
-                let changed = was_up || first || self.last_error.as_ref() != Some(e);
-                self.last_error = Some(e.clone());
-                changed.then(|| HealthChange::Failing(e.clone()))
+                self.failing = Some(e.kind);
+                let new_kind = !std::mem::replace(&mut self.reported[e.kind.index()], true);
+                (was_up || first || new_kind).then(|| HealthChange::Failing(e.clone()))
             }
         }
     }
@@ -116,12 +123,20 @@ mod tests {
         assert_eq!(h.record(&slow()), None, "the same failure again");
         let refused = reading(Err(TargetError::new(ErrorKind::Connect, "refused")));
         assert!(h.record(&refused).is_some(), "a different failure");
+        let reworded = reading(Err(TargetError::new(ErrorKind::Connect, "refused, port 2")));
+        assert_eq!(h.record(&reworded), None, "the same kind in other words");
+        for _ in 0..10 {
+            assert_eq!(h.record(&slow()), None, "timeout and connect alternating: both already reported");
+            assert_eq!(h.record(&refused), None);
+        }
+        assert_eq!(h.failing, Some(ErrorKind::Connect));
         assert_eq!(h.record(&reading(Ok(()))), Some(HealthChange::BackUp));
         assert_eq!(h.record(&reading(Ok(()))), None);
-        assert!(h.up && h.attempted());
+        assert!(h.up && h.attempted() && h.failing.is_none());
+        assert!(h.record(&slow()).is_some(), "down again: reported again");
         let counts: Vec<(ErrorKind, u64)> = h.errors_by_kind().collect();
         assert_eq!(counts.len(), ErrorKind::COUNT);
-        assert!(counts.contains(&(ErrorKind::Timeout, 2)) && counts.contains(&(ErrorKind::Parse, 0)));
+        assert!(counts.contains(&(ErrorKind::Timeout, 13)) && counts.contains(&(ErrorKind::Parse, 0)));
         let mut fresh = TargetHealth::default();
         assert_eq!(fresh.record(&reading(Ok(()))), None, "up at the first call is no transition");
     }
