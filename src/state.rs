@@ -87,6 +87,8 @@ pub struct ClusterData {
     pub probes: Probes,
     /// Events and the failover timeline.
     pub timeline: Tracker,
+    /// Members the latest discovery listed beyond `max_members`, not watched.
+    pub members_dropped: usize,
     /// Without etcd: the sole primary last seen, which stands in for the leader key.
     sole_primary: Option<String>,
     verdict: Option<Verdict>,
@@ -136,19 +138,29 @@ impl ClusterData {
 
     /// Folds one discovery answer into the known members: listed members are seen now; the
     /// others stay, marked absent, until `retention` has passed since they were last seen.
-    fn observe(&mut self, found: Vec<FoundMember>, now: Instant, retention: Duration, logs: &mut Vec<Log>) {
+    fn observe(&mut self, found: Vec<FoundMember>, now: Instant, limits: (Duration, usize), logs: &mut Vec<Log>) {
+        let (retention, max_members) = limits;
         for m in self.members.values_mut().filter(|m| !m.fixed) {
             m.present = false;
         }
+        let (mut dropped, mut discovered) = (0, self.members.values().filter(|m| !m.fixed).count());
         for f in found {
+            if !self.members.contains_key(&f.name) {
+                if discovered >= max_members {
+                    dropped += 1;
+                    continue;
+                }
+                discovered += 1;
+            }
             let entry = self.members.entry(f.name.clone()).or_insert_with(|| {
                 logs.push(Log::Discovered { member: f.name.clone(), api_url: f.api_url.clone() });
                 Member::new(f.api_url.clone(), None, false, now)
             });
+            // What the configuration says of a static member stays.
             if !entry.fixed {
                 entry.api_url = f.api_url;
             }
-            if f.postgres.is_some() {
+            if f.postgres.is_some() && !(entry.fixed && entry.postgres.is_some()) {
                 entry.postgres = f.postgres;
             }
             entry.present = true;
@@ -165,6 +177,10 @@ impl ClusterData {
             self.probes.direct.remove(&name);
             logs.push(Log::Forgotten { member: name });
         }
+        if dropped > 0 && self.members_dropped == 0 {
+            logs.push(Log::TooManyMembers { dropped, max_members });
+        }
+        self.members_dropped = dropped;
     }
 
     /// Without etcd, a new sole primary by the members' own answers stands in for the leader key.
@@ -206,6 +222,7 @@ enum Log {
     Event(Event),
     Discovered { member: String, api_url: String },
     Forgotten { member: String },
+    TooManyMembers { dropped: usize, max_members: usize },
 }
 
 fn emit(scope: &str, logs: Vec<Log>) {
@@ -221,6 +238,14 @@ fn emit(scope: &str, logs: Vec<Log>) {
                 detail = %e.detail, "event"),
             Log::Discovered { member, api_url } => tracing::info!(scope, member, api_url, "member discovered"),
             Log::Forgotten { member } => tracing::info!(scope, member, "member forgotten after retention"),
+            Log::TooManyMembers { dropped, max_members } => {
+                tracing::warn!(
+                    scope,
+                    dropped,
+                    max_members,
+                    "discovery lists more members than max_members: not watched"
+                )
+            }
         }
     }
 }
@@ -271,6 +296,7 @@ impl ClusterState {
             haproxy,
             probes,
             timeline: Tracker::new(&plan.scope, sees),
+            members_dropped: 0,
             sole_primary: None,
             verdict: None,
         };
@@ -396,8 +422,8 @@ impl ClusterState {
     /// Members found by discovery, outside an etcd round (tests build states with it).
     #[cfg(test)]
     pub fn apply_discovery(&self, found: Vec<FoundMember>, at: Instant) {
-        let retention = self.plan.member_retention;
-        self.update(|d, logs| d.observe(found, at, retention, logs))
+        let limits = (self.plan.member_retention, self.plan.max_members);
+        self.update(|d, logs| d.observe(found, at, limits, logs))
     }
 
     /// `/cluster` from a configured discovery URL: its health. Returns the view it gave, for the
@@ -414,10 +440,10 @@ impl ClusterState {
 
     /// Patroni's DCS view; without etcd, also the members' discovery.
     pub fn apply_view(&self, view: ClusterView, at: Instant) {
-        let (retention, discover) = (self.plan.member_retention, self.plan.etcd.is_none());
+        let (limits, discover) = ((self.plan.member_retention, self.plan.max_members), self.plan.etcd.is_none());
         self.update(|d, logs| {
             if discover {
-                d.observe(view.found_members(), at, retention, logs);
+                d.observe(view.found_members(), at, limits, logs);
             }
             d.dcs_view = Some(view);
         })
@@ -425,7 +451,7 @@ impl ClusterState {
 
     /// One round of etcd calls. A raft leader change is stamped with the round's latest status.
     pub fn apply_etcd(&self, round: EtcdRound) {
-        let retention = self.plan.member_retention;
+        let limits = (self.plan.member_retention, self.plan.max_members);
         let now = round.endpoints.iter().map(|(_, r)| r.at).max().unwrap_or_else(Instant::now);
         self.update(|d, logs| {
             let Some(etcd) = d.etcd.as_mut() else { return };
@@ -467,7 +493,7 @@ impl ClusterState {
                 d.change(change, now, logs);
             }
             if let Some(found) = found {
-                d.observe(found, now, retention, logs);
+                d.observe(found, now, limits, logs);
             }
         })
     }
@@ -637,6 +663,22 @@ mod tests {
         s.apply_discovery(vec![found("a")], t0 + Duration::from_secs(61));
         assert!(!s.read().members.contains_key("b"), "b forgotten after retention");
         assert!(s.read().members.contains_key("a"));
+    }
+
+    #[test]
+    fn discovery_adds_at_most_max_members_and_never_rewrites_a_static_members_address() {
+        let s = state(
+            "clusters:\n  - scope: d\n    max_members: 5\n    etcd: {endpoints: ['http://e:2379']}\n    \
+             patroni: {members: [{name: s, api_url: 'http://s:8008', postgres: 's:6432'}]}\n",
+        );
+        let many: Vec<FoundMember> = (0..2000).map(|i| found(&format!("m{i}"))).chain([found("s")]).collect();
+        s.apply_discovery(many, Instant::now());
+        let data = s.read();
+        assert_eq!((data.members.len(), data.members_dropped), (6, 1995), "five discovered and the static one");
+        assert_eq!(data.members["s"].postgres.as_ref().map(|p| p.to_string()).as_deref(), Some("s:6432"));
+        drop(data);
+        s.apply_discovery(vec![found("m0")], Instant::now());
+        assert_eq!(s.read().members_dropped, 0);
     }
 
     #[test]

@@ -56,8 +56,9 @@ pub fn lab_state(state: &str, extra: &str) -> ClusterState {
     if let Some(view) = MEMBERS.iter().find_map(|n| fixture(state, &format!("cluster-from-{n}.json"))) {
         cluster.apply_view(parse_cluster(&view).unwrap(), Instant::now());
     }
+    let routes = &cluster.plan.haproxy[0].routes;
     let stats = match fixture(state, "haproxy.csv") {
-        Some(csv) => answered(parse_stats_csv(&String::from_utf8(csv).unwrap()).unwrap()),
+        Some(csv) => answered(parse_stats_csv(&String::from_utf8(csv).unwrap()).unwrap().routes_only(routes)),
         None => refused(),
     };
     cluster.apply_haproxy("haproxy", stats);

@@ -13,6 +13,7 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
 use super::etcd::connect_options;
 use crate::config::EtcdPlan;
+use crate::model::text::bounded;
 use crate::state::ClusterState;
 use crate::timeline::{Change, LeaderSeenIn};
 
@@ -88,7 +89,7 @@ impl DcsWatch {
                     .map_err(|_| "get timed out".to_string())?
                     .map_err(|e| e.to_string())?;
                 let revision = got.header().map(|h| h.revision()).unwrap_or(0);
-                let holder = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                let holder = got.kvs().first().map(|kv| bounded(&String::from_utf8_lossy(kv.value())));
                 self.holder_is(holder, Instant::now(), initial);
                 self.revision = Some(revision);
                 revision + 1
@@ -134,12 +135,12 @@ impl DcsWatch {
                 let Some(name) = kv.key().strip_prefix(self.prefix.as_bytes()) else { continue };
                 match (name, event.event_type()) {
                     (b"leader", EventType::Put) => {
-                        self.holder_is(Some(String::from_utf8_lossy(kv.value()).into_owned()), at, false)
+                        self.holder_is(Some(bounded(&String::from_utf8_lossy(kv.value()))), at, false)
                     }
                     (b"leader", EventType::Delete) => self.holder_is(None, at, false),
                     // Patroni empties the key (`{}`) once the switchover is done.
                     (b"failover", EventType::Put) if is_request(kv.value()) => {
-                        let request = String::from_utf8_lossy(kv.value()).into_owned();
+                        let request = bounded(&String::from_utf8_lossy(kv.value()));
                         self.state.apply_change(Change::SwitchoverRequested { request }, at)
                     }
                     _ => {}

@@ -18,6 +18,10 @@ use crate::model::address::HostPort;
 use crate::model::etcd::{EndpointStatus, EtcdRound, LeaderKey, PatroniKeys};
 use crate::model::patroni::{api_base, FoundMember};
 use crate::model::source::{ErrorKind, Reading, TargetError};
+use crate::model::text::bounded;
+
+/// Errors kept from one member's status, at most.
+const MAX_STATUS_ERRORS: usize = 8;
 use crate::state::ClusterState;
 use crate::tasks::ticker;
 
@@ -104,7 +108,7 @@ pub fn parse_member_key(name: &str, value: &[u8]) -> Result<FoundMember, EtcdErr
     let raw: RawMemberKey = serde_json::from_slice(value).map_err(|e| parse_error(e.to_string()))?;
     let api_url = raw.api_url.ok_or_else(|| parse_error("no api_url".into()))?;
     Ok(FoundMember {
-        name: name.to_string(),
+        name: bounded(name),
         api_url: api_base(&api_url),
         postgres: raw.conn_url.as_deref().and_then(postgres_address_of),
     })
@@ -131,7 +135,7 @@ pub fn parse_keys(
                 Err(e) => bad.push(e),
             }
         } else if rest == "leader" {
-            let holder = String::from_utf8_lossy(kv.value()).into_owned();
+            let holder = bounded(&String::from_utf8_lossy(kv.value()));
             leader = Some(LeaderKey { holder, lease_id: kv.lease(), ttl_seconds: None });
         }
     }
@@ -145,8 +149,8 @@ fn endpoint_status(s: &etcd_client::StatusResponse) -> EndpointStatus {
         raft_term: s.raft_term(),
         raft_index: s.raft_index(),
         db_size_bytes: s.db_size(),
-        version: s.version().to_string(),
-        errors: s.errors().to_vec(),
+        version: bounded(s.version()),
+        errors: s.errors().iter().take(MAX_STATUS_ERRORS).map(|e| bounded(e)).collect(),
     }
 }
 
@@ -249,7 +253,7 @@ impl EtcdPoller {
     ) -> (Option<Vec<(u64, String)>>, Option<PatroniKeys>) {
         let (timeout, scope) = (self.plan.polling.timeout, self.state.scope());
         let member_list = match etcd_call(timeout, client.member_list()).await {
-            Ok(list) => Some(list.members().iter().map(|m| (m.id(), m.name().to_string())).collect()),
+            Ok(list) => Some(list.members().iter().map(|m| (m.id(), bounded(m.name()))).collect()),
             Err(e) => {
                 tracing::debug!(scope, error = %e, "etcd member list failed");
                 None

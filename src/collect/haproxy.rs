@@ -12,6 +12,7 @@ use crate::config::HaproxyPlan;
 use crate::model::address::HostPort;
 use crate::model::haproxy::{Backend, Server, ServerStatus, Stats};
 use crate::model::source::{ErrorKind, TargetError};
+use crate::model::text::bounded;
 use crate::state::ClusterState;
 use crate::tasks::ticker;
 
@@ -68,15 +69,15 @@ pub fn parse_stats_csv(text: &str) -> Result<Stats, HaproxyError> {
         // type: 0 frontend, 1 backend, 2 server, 3 listener.
         match field(Some(ty)) {
             Some("1") => stats.backends.push(Backend {
-                name: pxname.to_string(),
+                name: bounded(pxname),
                 up: field(Some(status)) == Some("UP"),
                 active_servers: number(act),
             }),
             Some("2") => stats.servers.push(Server {
-                backend: pxname.to_string(),
-                name: svname.to_string(),
+                backend: bounded(pxname),
+                name: bounded(svname),
                 status: ServerStatus::parse(field(Some(status)).unwrap_or("")),
-                check_status: field(check).map(|c| c.trim_start_matches("* ").to_string()).unwrap_or_default(),
+                check_status: field(check).map(|c| bounded(c.trim_start_matches("* "))).unwrap_or_default(),
                 last_change_seconds: number(lastchg),
                 downtime_seconds: number(downtime),
                 current_sessions: number(scur),
@@ -99,7 +100,10 @@ pub async fn poll(state: Arc<ClusterState>, http: HttpCaller, plan: HaproxyPlan)
     let mut tick = ticker(plan.polling.interval);
     loop {
         tick.tick().await;
-        let reading = timed(fetch_stats(&http, plan.stats_url.as_str())).await;
+        let mut reading = timed(fetch_stats(&http, plan.stats_url.as_str())).await;
+        if !plan.all_backends {
+            reading.result = reading.result.map(|stats| stats.routes_only(&plan.routes));
+        }
         state.apply_haproxy(&plan.name, reading);
     }
 }
@@ -107,7 +111,7 @@ pub async fn poll(state: Arc<ClusterState>, http: HttpCaller, plan: HaproxyPlan)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::haproxy::{member_of, server_transitions};
+    use crate::model::haproxy::{member_of, server_transitions, Routes};
     use std::collections::BTreeMap;
 
     fn fixture(path: &str) -> String {
@@ -176,6 +180,20 @@ mod tests {
         assert!(changes.contains(&("primary".into(), "node1".into(), false)), "{changes:?}");
         assert!(changes.iter().any(|(b, n, up)| b == "primary" && n != "node1" && *up), "{changes:?}");
         assert!(server_transitions(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn only_the_routed_backends_are_kept_unless_all_are_asked_for() {
+        let mut csv = String::from("# pxname,svname,status,type,\nprimary,node1,UP,2,\nprimary,BACKEND,UP,1,\n");
+        for i in 0..40_000 {
+            csv.push_str(&format!("web{},srv{i},UP,2,\n", i % 100));
+        }
+        let all = parse_stats_csv(&csv).unwrap();
+        assert_eq!(all.servers.len(), 40_001);
+        let routes = Routes { primary_backend: "primary".into(), replicas_backend: "replicas".into() };
+        let kept = all.routes_only(&routes);
+        assert_eq!((kept.servers.len(), kept.backends.len()), (1, 1));
+        assert_eq!(kept.servers[0].name, "node1");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::timed;
 use crate::model::address::HostPort;
 use crate::model::patroni::{api_base, ClusterView, MemberStatus, PgState, Replication, Role, ViewMember};
 use crate::model::source::{ErrorKind, TargetError};
+use crate::model::text::bounded;
 use crate::state::ClusterState;
 use crate::tasks::{ticker, TaskSet};
 
@@ -86,14 +87,14 @@ pub fn parse_status(body: &[u8]) -> Result<MemberStatus, serde_json::Error> {
         paused: raw.pause,
         cluster_unlocked: raw.cluster_unlocked,
         failsafe_active: raw.failsafe_mode_is_active,
-        patroni_version: raw.patroni.and_then(|p| p.version),
+        patroni_version: raw.patroni.and_then(|p| p.version).map(|v| bounded(&v)),
         replication: raw
             .replication
             .into_iter()
             .map(|r| Replication {
-                application_name: r.application_name.unwrap_or_default(),
-                state: r.state.unwrap_or_default(),
-                sync_state: r.sync_state.unwrap_or_default(),
+                application_name: bounded(&r.application_name.unwrap_or_default()),
+                state: bounded(&r.state.unwrap_or_default()),
+                sync_state: bounded(&r.sync_state.unwrap_or_default()),
             })
             .collect(),
     })
@@ -126,7 +127,7 @@ pub fn parse_cluster(body: &[u8]) -> Result<ClusterView, serde_json::Error> {
     let member = |m: RawViewMember| {
         let role_text = m.role.unwrap_or_default();
         ViewMember {
-            name: m.name,
+            name: bounded(&m.name),
             role: Role::parse(&role_text),
             sync_standby: matches!(role_text.as_str(), "sync_standby" | "quorum_standby"),
             state: m.state.as_deref().map(PgState::parse).unwrap_or(PgState::Other),

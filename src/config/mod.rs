@@ -55,6 +55,10 @@ pub struct ClusterConfig {
     /// How long a member that vanished from discovery is still reported (as down). Default 10m.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub member_retention: Duration,
+    /// Most members discovery may add (static members aside): a DCS or `/cluster` listing more
+    /// is an error metric, not that many sockets. Default 64.
+    #[serde(default = "default_max_members")]
+    pub max_members: usize,
     /// Patroni REST API settings and static members.
     #[serde(default)]
     pub patroni: PatroniConfig,
@@ -176,6 +180,10 @@ pub struct HaproxyConfig {
     pub timeout: Duration,
     /// HTTP basic auth of the stats page.
     pub basic_auth: Option<BasicAuth>,
+    /// Export every backend and server of the stats page, not only the primary and replicas
+    /// backends. Default false: an HAProxy with thousands of other servers costs nothing.
+    #[serde(default)]
+    pub all_backends: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +248,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_namespace() -> String {
     "/service".into()
+}
+fn default_max_members() -> usize {
+    64
 }
 fn default_retention() -> Duration {
     Duration::from_secs(600)

@@ -30,6 +30,8 @@ pub struct ClusterPlan {
     /// `<namespace>/<scope>/`: where Patroni keeps this cluster's keys.
     pub key_prefix: String,
     pub member_retention: Duration,
+    /// Most members discovery may add.
+    pub max_members: usize,
     pub patroni: PatroniPlan,
     pub etcd: Option<EtcdPlan>,
     pub haproxy: Vec<HaproxyPlan>,
@@ -102,6 +104,8 @@ pub struct HaproxyPlan {
     pub name: String,
     pub stats_url: reqwest::Url,
     pub routes: Routes,
+    /// Keep every backend, not only the two routes'.
+    pub all_backends: bool,
     pub polling: Polling,
     pub auth: Option<BasicCredentials>,
 }
@@ -157,6 +161,9 @@ fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan
     if c.scope.is_empty() {
         return Err(invalid(at("scope"), "must not be empty"));
     }
+    if c.max_members == 0 {
+        return Err(invalid(at("max_members"), "must be at least 1"));
+    }
     if !c.namespace.starts_with('/') {
         return Err(invalid(at("namespace"), "must start with `/`"));
     }
@@ -170,6 +177,7 @@ fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan
         scope: c.scope.clone(),
         key_prefix: format!("{}/{}/", c.namespace.trim_end_matches('/'), c.scope),
         member_retention: c.member_retention,
+        max_members: c.max_members,
         patroni: patroni(c, at)?,
         etcd: etcd(c, at)?,
         haproxy: haproxy(c, at)?,
@@ -240,6 +248,7 @@ fn haproxy(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Vec<Haproxy
             name: h.name.clone(),
             stats_url: check_url(&hat("stats_url"), &h.stats_url)?,
             routes: Routes { primary_backend: h.primary_backend.clone(), replicas_backend: h.replicas_backend.clone() },
+            all_backends: h.all_backends,
             polling: polling(&at(&format!("haproxy[{j}]")), h.interval, h.timeout)?,
             auth: basic(&hat("basic_auth.password"), &h.basic_auth)?,
         });

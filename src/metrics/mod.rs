@@ -179,6 +179,23 @@ mod tests {
     }
 
     #[test]
+    fn strings_from_targets_are_bounded_in_the_exposition() {
+        let state = lab_state("healthy", "");
+        let version = "9".repeat(3 << 20);
+        let body = format!(r#"{{"state":"running","role":"master","timeline":1,"patroni":{{"version":"{version}"}}}}"#);
+        let status = crate::collect::patroni::parse_status(body.as_bytes()).unwrap();
+        state.apply_member("node1", "http://127.0.0.21:18008", crate::testing::answered(status));
+        let name = "s".repeat(512 << 10);
+        let csv =
+            format!("# pxname,svname,status,type,check_status,\nprimary,{name},UP,2,L7OK,\nprimary,BACKEND,UP,1,,\n");
+        let stats = crate::collect::haproxy::parse_stats_csv(&csv).unwrap();
+        state.apply_haproxy("haproxy", crate::testing::answered(stats));
+        let t = text(Arc::new(state));
+        assert!(t.len() < 128 << 10, "a 3 MB version and a 512 KiB server name gave {} bytes", t.len());
+        assert!(t.contains(&format!("version=\"{}…\"", "9".repeat(crate::model::text::MAX_TARGET_TEXT - 3))));
+    }
+
+    #[test]
     fn replica_stopped_exposition() {
         let t = text(Arc::new(lab_state("replica-stopped", "")));
         assert!(t.contains("pgha_cluster_leader_info{scope=\"demo\",member=\"node1\"} 1"), "{t}");

@@ -46,6 +46,12 @@ fn health_families(f: &mut Families, scope: &str, sources: &[Source], data: &Clu
 }
 
 fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
+    f.gauge(
+        "pgha_discovery_members_dropped",
+        "Members the latest discovery listed beyond max_members, not watched.",
+        l(&[("scope", scope)]),
+        data.members_dropped as f64,
+    );
     if !data.members.is_empty() {
         let summary = data.summary();
         let sync_in_view = |name: &str| {

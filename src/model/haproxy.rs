@@ -101,6 +101,13 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Only the backends (and their servers) that route to the primary or the replicas.
+    pub fn routes_only(mut self, routes: &Routes) -> Stats {
+        self.backends.retain(|b| routes.of(&b.name) != Route::Other);
+        self.servers.retain(|s| routes.of(&s.backend) != Route::Other);
+        self
+    }
+
     /// Some server of the primary backend is up.
     pub fn routes_primary(&self, routes: &Routes) -> bool {
         self.servers.iter().any(|s| routes.of(&s.backend) == Route::Primary && s.is_up())

@@ -52,6 +52,7 @@ pub mod hist;
 pub mod patroni;
 pub mod probe;
 pub mod source;
+pub mod text;
 pub mod verdict;
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ label_enum! {
     }
 }
 
+/// The longest error message kept, in bytes.
+const MAX_ERROR_TEXT: usize = 512;
+
 /// A failed call: its kind, and what went wrong in words (for the log only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetError {
@@ -34,8 +37,9 @@ pub struct TargetError {
 }
 
 impl TargetError {
+    /// The message is bounded: it may quote what a target said.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self { kind, message: super::text::bounded_to(&message.into(), MAX_ERROR_TEXT) }
     }
 }
 

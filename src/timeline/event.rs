@@ -11,6 +11,7 @@ use crate::model::haproxy::Route;
 use crate::model::label_enum;
 use crate::model::patroni::{PgState, Role};
 use crate::model::probe::{FailureReason, Outage, ProbeKind};
+use crate::model::text::bounded_to;
 use crate::model::verdict::Verdict;
 
 /// Where the leader was seen to take over.
@@ -248,8 +249,11 @@ pub struct Event {
     pub at: Instant,
 }
 
-/// Lost writes listed in one event's `lost_seqs`, at most.
-pub const LOST_SEQS_LISTED: usize = 1000;
+/// Lost writes listed in one event's `lost_seqs`, at most...
+pub const LOST_SEQS_LISTED: usize = 200;
+/// ...and the longest `detail`, in bytes: with at most [`super::EVENTS_KEPT`] events per
+/// cluster, their memory is bounded too (about 3 KiB each).
+pub const MAX_DETAIL: usize = 1024;
 
 impl Event {
     pub fn new(scope: &str, change: &Change, at: Instant) -> Option<Event> {
@@ -262,7 +266,7 @@ impl Event {
             scope: scope.to_string(),
             kind: change.kind()?,
             member: change.member().map(str::to_string),
-            detail: change.to_string(),
+            detail: bounded_to(&change.to_string(), MAX_DETAIL),
             lost_seqs,
             at,
         })
