@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use collect::http::HttpCaller;
 use config::{BasicCredentials, ClusterPlan, Polling, ValidatedConfig};
+use model::probe::FailureReason;
 use probe::session::{Deadline, Session, SetupError, SLOW_STATEMENT};
 use state::ClusterState;
 
@@ -177,6 +178,8 @@ pub async fn preflight(config: &ValidatedConfig) -> Result<(), SetupError> {
                 Err(e) => tracing::warn!(scope = %c.scope, error = %e, "probe setup not done yet; the probe retries"),
                 Ok(()) => {}
             },
+            Err(FailureReason::Auth) => tracing::warn!(scope = %c.scope, user = %p.login.user,
+                "the probe role cannot log in through the primary port (password, pg_hba.conf); the probe retries"),
             Err(reason) => tracing::warn!(scope = %c.scope, reason = reason.as_str(),
                 "cannot reach the primary port yet; the probe retries"),
         }

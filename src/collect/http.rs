@@ -102,18 +102,24 @@ pub async fn get_capped(
     }
 }
 
+/// The innermost cause of an error ("Connection refused", "Connection reset by peer"): the
+/// useful part, which reqwest's own message ("error sending request") leaves out.
+fn innermost(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 fn classify(e: reqwest::Error) -> FetchError {
     if e.is_timeout() {
         FetchError::Timeout(Duration::ZERO)
     } else if e.is_connect() {
-        // The innermost cause ("Connection refused") is the useful part.
-        let mut cause: &dyn std::error::Error = &e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        FetchError::Connect(cause.to_string())
+        FetchError::Connect(innermost(&e))
     } else {
-        FetchError::Other(e.to_string())
+        let cause = innermost(&e);
+        FetchError::Other(format!("{}: {cause}", e.without_url()))
     }
 }
 
@@ -188,6 +194,22 @@ mod tests {
         let err = get_capped(&http_client(), &url, Duration::from_millis(300), 1024, None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_reset_keeps_its_cause() {
+        let url = serve(|mut s| {
+            Box::pin(async move {
+                read_request(&mut s).await;
+                // A zero linger makes the close an RST (blocking on drop is no concern here).
+                #[allow(deprecated)]
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            })
+        })
+        .await;
+        let err = get_capped(&http_client(), &url, Duration::from_secs(2), 1024, None).await.unwrap_err();
+        assert!(err.to_string().contains("reset"), "{err}");
     }
 
     #[tokio::test]

@@ -194,11 +194,30 @@ pub struct BasicAuth {
 }
 
 /// Where a secret comes from: exactly one of an environment variable or a file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SecretRef {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+}
+
+/// A secret written inline is refused without being echoed: serde's own error would quote it.
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            env: Option<String>,
+            file: Option<PathBuf>,
+        }
+        let value = serde_norway::Value::deserialize(d)?;
+        if !value.is_mapping() {
+            return Err(serde::de::Error::custom(
+                "a secret is never written in the configuration: use {env: VARIABLE} or {file: PATH}",
+            ));
+        }
+        let f: Fields = serde_norway::from_value(value).map_err(serde::de::Error::custom)?;
+        Ok(SecretRef { env: f.env, file: f.file })
+    }
 }
 
 /// A secret's value. Its `Debug` and `Display` never show it.
@@ -363,6 +382,37 @@ mod tests {
         for (text, field) in cases {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{field}`")), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn an_inline_secret_is_refused_without_being_echoed() {
+        let text =
+            "clusters:\n  - scope: a\n    etcd: {endpoints: ['http://e:1'], username: u, password: s3cret-inline}\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("clusters[0].etcd.password") && err.contains("{env: VARIABLE}"), "{err}");
+        let typo = "clusters:\n  - scope: a\n    etcd: {endpoints: ['http://e:1'], username: u, password: {envv: X}}\n";
+        let err = Config::parse(typo).unwrap_err().to_string();
+        assert!(err.contains("envv"), "a typo is still named: {err}");
+    }
+
+    #[test]
+    fn credentials_in_urls_and_unbounded_timing_are_refused() {
+        let cases = [
+            (
+                "patroni: {members: [{name: m, api_url: 'http://u:pw@m:8008'}]}",
+                "clusters[0].patroni.members[0].api_url",
+            ),
+            ("etcd: {endpoints: ['http://root:pw@e:2379']}", "clusters[0].etcd.endpoints[0]"),
+            ("etcd: {endpoints: ['http://e:2379'], interval: 2h}", "clusters[0].etcd.interval"),
+            ("etcd: {endpoints: ['http://e:2379'], timeout: 5m}", "clusters[0].etcd.timeout"),
+        ];
+        for (cluster, field) in cases {
+            let text = format!("clusters:\n  - scope: a\n    {cluster}\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{text} gave {err}");
+            assert!(!err.contains("pw"), "the password is not echoed: {err}");
         }
     }
 

@@ -13,6 +13,9 @@ use crate::model::source::Source;
 
 /// Shortest polling interval accepted: faster would only load the targets.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest interval and timeout accepted: slower would not watch a failover at all.
+const MAX_INTERVAL: Duration = Duration::from_secs(600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The configuration the program runs: one plan per cluster.
 #[derive(Debug, Clone)]
@@ -294,6 +297,10 @@ fn address(field: &str, text: &str) -> Result<HostPort, ConfigError> {
 
 fn check_url(field: &str, url: &str) -> Result<reqwest::Url, ConfigError> {
     match reqwest::Url::parse(url) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(invalid(
+            field,
+            "the URL holds credentials, which would end up in labels and logs: use basic_auth (etcd: username and password)",
+        )),
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
         Ok(_) => Err(invalid(field, format!("`{url}` is not an http(s) URL with a host"))),
         Err(e) => Err(invalid(field, format!("`{url}`: {e}"))),
@@ -304,8 +311,11 @@ fn polling(at: &str, interval: Duration, timeout: Duration) -> Result<Polling, C
     if interval < MIN_INTERVAL {
         return Err(invalid(format!("{at}.interval"), "must be at least 50ms"));
     }
-    if timeout.is_zero() {
-        return Err(invalid(format!("{at}.timeout"), "must be above zero"));
+    if interval > MAX_INTERVAL {
+        return Err(invalid(format!("{at}.interval"), "must be at most 10m"));
+    }
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(invalid(format!("{at}.timeout"), "must be above zero and at most 60s"));
     }
     Ok(Polling { interval, timeout })
 }

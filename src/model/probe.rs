@@ -20,6 +20,8 @@ label_enum! {
         ClosedConnection = "closed_connection",
         ReadOnly = "read_only",
         Timeout = "timeout",
+        /// The probe role could not log in (wrong password, no pg_hba rule).
+        Auth = "auth",
         Other = "other",
     }
 }

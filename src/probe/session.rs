@@ -38,6 +38,9 @@ pub fn classify(e: &tokio_postgres::Error) -> FailureReason {
         if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
             return FailureReason::ReadOnly;
         }
+        if [SqlState::INVALID_PASSWORD, SqlState::INVALID_AUTHORIZATION_SPECIFICATION].contains(code) {
+            return FailureReason::Auth;
+        }
         // The server is shutting down or restarting: the connection is going away.
         if [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code) {
             return FailureReason::ClosedConnection;
@@ -245,6 +248,39 @@ mod tests {
         let addr = HostPort { host: "127.0.0.1".into(), port };
         let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_secs(2))).await.err();
         assert_eq!(err, Some(FailureReason::ConnectRefused));
+    }
+
+    /// A server that answers any startup with PostgreSQL's "password authentication failed".
+    async fn refusing_server() -> HostPort {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = HostPort { host: "127.0.0.1".into(), port: listener.local_addr().unwrap().port() };
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let _ = s.read(&mut [0u8; 1024]).await;
+            let mut fields = Vec::new();
+            for (tag, value) in
+                [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "28P01"), (b'M', "password authentication failed")]
+            {
+                fields.push(tag);
+                fields.extend_from_slice(value.as_bytes());
+                fields.push(0);
+            }
+            fields.push(0);
+            let mut message = vec![b'E'];
+            message.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
+            message.extend_from_slice(&fields);
+            let _ = s.write_all(&message).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_says_so() {
+        let addr = refusing_server().await;
+        let login = PgLogin { user: "u".into(), password: None, database: "d".into() };
+        let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_secs(2))).await.err();
+        assert_eq!(err, Some(FailureReason::Auth));
     }
 
     #[tokio::test]
