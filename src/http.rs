@@ -144,6 +144,62 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
+/// Limits of the HTTP server: a client can hold neither a connection nor a file descriptor for
+/// long without asking for something.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections served at once; one more is closed at once, not queued.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may stay idle before its next request.
+    pub header_read_timeout: std::time::Duration,
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes, then waits for the
+/// connections in flight to finish (the caller bounds that wait).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let mut refused = false;
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if !std::mem::replace(&mut refused, true) {
+                tracing::warn!(max = limits.max_connections, "too many connections: closing new ones until some end");
+            }
+            continue;
+        };
+        refused = false;
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +253,47 @@ mod tests {
         assert_eq!(v["events"][0]["kind"], "etcd_leader_changed");
         assert_eq!(v["events"][0]["member"], "etcd2");
         assert_eq!(v["events"][0]["detail"], "etcd1 -> etcd2");
+    }
+
+    async fn exporter_with(limits: ServeLimits) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let yaml = "clusters:\n  - scope: s\n    patroni: {members: [{name: m, api_url: 'http://m:1'}]}\n";
+        let plan = crate::config::Config::parse(yaml).unwrap().clusters.remove(0);
+        let cluster = Arc::new(ClusterState::new(plan, None));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, app(AppState::new(vec![cluster])), limits, std::future::pending()));
+        (addr, server)
+    }
+
+    async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok(body)
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_closed_and_the_excess_refused() {
+        use tokio::io::AsyncReadExt;
+        let limits = ServeLimits { max_connections: 20, header_read_timeout: std::time::Duration::from_millis(500) };
+        let (addr, server) = exporter_with(limits).await;
+        let mut silent = Vec::new();
+        for _ in 0..50 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // The 30 beyond the cap are closed at once; the 20 within it after the header timeout.
+        let started = std::time::Instant::now();
+        let mut closed = 0;
+        for s in &mut silent {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut [0u8; 64])).await;
+            closed += usize::from(matches!(read, Ok(Ok(0)) | Ok(Err(_))));
+        }
+        assert_eq!(closed, 50, "every silent client is closed");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        let body = scrape(addr).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200") && body.contains("pgha_build_info"), "{body}");
+        server.abort();
     }
 }

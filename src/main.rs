@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use pgha_exporter::config::Config;
-use pgha_exporter::http::{app, AppState};
+use pgha_exporter::http::{app, serve, AppState, ServeLimits};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +23,12 @@ struct Cli {
     /// Address to serve /metrics on.
     #[arg(long = "web.listen-address", global = true, default_value = "127.0.0.1:9744")]
     listen_address: SocketAddr,
+    /// Most HTTP connections served at once; more are closed at once.
+    #[arg(long = "web.max-connections", global = true, default_value_t = 256)]
+    max_connections: usize,
+    /// How long a client may take to send its request headers, and stay idle between requests.
+    #[arg(long = "web.header-read-timeout", global = true, default_value = "10s")]
+    header_read_timeout: humantime::Duration,
     /// Log format.
     #[arg(long = "log.format", global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -108,6 +114,7 @@ fn init_logging(cli: &Cli) -> tracing_appender::non_blocking::WorkerGuard {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    raise_fd_limit();
     // Until reload exists, a SIGHUP (which would kill the process by default) is logged and ignored.
     ignore_sighup()?;
     // Two rustls crypto backends may be compiled in (reqwest's and etcd-client's): pick one.
@@ -122,7 +129,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(address = %cli.listen_address, clusters = ?scopes, version = env!("CARGO_PKG_VERSION"), "serving /metrics");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(AppState::new(clusters))).with_graceful_shutdown(async move {
+    let limits =
+        ServeLimits { max_connections: cli.max_connections, header_read_timeout: cli.header_read_timeout.into() };
+    let server = serve(listener, app(AppState::new(clusters)), limits, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
@@ -131,11 +140,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
+        () = server => {}
         _ = forced => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: the default soft limit (1024 under
+/// systemd) is what a few hundred targets, probes and scrapes need at once.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let from = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(from, to = limit.rlim_max, "raised the limit of open files");
+        }
+    }
 }
 
 fn ignore_sighup() -> anyhow::Result<()> {

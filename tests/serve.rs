@@ -150,3 +150,30 @@ fn a_malformed_cluster_view_is_logged_once() {
     let lines = std::fs::read_to_string(&path).unwrap().lines().filter(|l| l.contains("malformed /cluster")).count();
     assert_eq!(lines, 1, "twenty rounds of a malformed /cluster");
 }
+
+#[test]
+fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
+    let config =
+        format!("clusters:\n  - scope: fds\n    patroni: {{members: [{{name: m1, api_url: '{}'}}]}}\n", refused_url());
+    let dir = std::env::temp_dir().join(format!("pgha-serve-fds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let command = format!(
+        "ulimit -Sn 256 && exec '{}' --config.file '{}' --web.listen-address {addr}",
+        env!("CARGO_BIN_EXE_pgha-exporter"),
+        dir.join("config.yml").display()
+    );
+    let child =
+        std::process::Command::new("sh").args(["-c", &command]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let exporter = Exporter { child, addr };
+    let m = wait_until("the exporter serves", Duration::from_secs(10), || {
+        http_get(addr, "/metrics").ok().filter(|(s, _)| *s == 200).map(|(_, body)| Metrics::parse(&body))
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", exporter.child.id())).unwrap();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    assert_eq!(open_files[3], open_files[4], "soft and hard: {open_files:?}");
+    assert_ne!(open_files[3], "256");
+    assert_eq!(m.get("process_max_fds", &[]).map(|v| v.to_string()), Some(open_files[4].to_string()));
+}
