@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::event::{Change, Event};
-use super::unix;
+use super::Clock;
 use crate::model::haproxy::Route;
 use crate::model::hist::{Hist, OUTAGE_BUCKETS};
 use crate::model::label_enum;
@@ -414,15 +414,16 @@ impl Tracker {
         if let Some(d) = downtime {
             self.downtime_hist.observe(d);
         }
+        let clock = Clock::now();
         Failover {
             old_leader: p.old_leader,
             new_leader: p.new_leader.unwrap_or_default(),
             planned,
-            steps: steps.seen().map(|(s, at)| (s, unix(at))).collect(),
+            steps: steps.seen().map(|(s, at)| (s, clock.unix(at))).collect(),
             phases,
             write_downtime_seconds: downtime,
             lost_writes: p.lost_writes,
-            time: acquired.map(unix).unwrap_or_else(|| unix(Instant::now())),
+            time: clock.unix(acquired.unwrap_or_else(Instant::now)),
             step_at: steps,
         }
     }
