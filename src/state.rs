@@ -229,18 +229,20 @@ fn emit(scope: &str, logs: Vec<Log>) {
     for log in logs {
         match log {
             Log::Health { source, target, change: HealthChange::BackUp } => {
-                tracing::info!(scope, source = source.as_str(), target, "target is back up")
+                tracing::info!(scope = %scope, source = source.as_str(), target, "target is back up")
             }
-            Log::Health { source, target, change: HealthChange::Failing(e) } => tracing::warn!(
-                scope, source = source.as_str(), target, kind = e.kind.as_str(), error = %e.message, "target poll failed"
-            ),
-            Log::Event(e) => tracing::info!(scope, event = e.kind.as_str(), member = e.member.as_deref().unwrap_or(""),
-                detail = %e.detail, "event"),
-            Log::Discovered { member, api_url } => tracing::info!(scope, member, api_url, "member discovered"),
-            Log::Forgotten { member } => tracing::info!(scope, member, "member forgotten after retention"),
+            Log::Health { source, target, change: HealthChange::Failing(e) } => {
+                tracing::warn!(scope = %scope, source = source.as_str(), target, kind = e.kind.as_str(), error = %e.message, "target poll failed"
+                )
+            }
+            Log::Event(e) => {
+                tracing::info!(scope = %scope, event = e.kind.as_str(), member = e.member.as_deref().unwrap_or(""),
+                detail = %e.detail, "event")
+            }
+            Log::Discovered { member, api_url } => tracing::info!(scope = %scope, member, api_url, "member discovered"),
+            Log::Forgotten { member } => tracing::info!(scope = %scope, member, "member forgotten after retention"),
             Log::TooManyMembers { dropped, max_members } => {
-                tracing::warn!(
-                    scope,
+                tracing::warn!(scope = %scope,
                     dropped,
                     max_members,
                     "discovery lists more members than max_members: not watched"

@@ -177,3 +177,46 @@ fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
     assert_ne!(open_files[3], "256");
     assert_eq!(m.get("process_max_fds", &[]).map(|v| v.to_string()), Some(open_files[4].to_string()));
 }
+
+/// A loopback address whose listening socket is never accepted from and whose accept queue is
+/// full: new connections get no answer to their SYN, as from a host that drops them.
+fn black_hole() -> (std::net::TcpListener, std::net::SocketAddr, Vec<std::net::TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain socket, bound and listened on with the libc calls; owned by the listener.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len), 0);
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::net::TcpListener::from_raw_fd(fd)
+    };
+    let addr = listener.local_addr().unwrap();
+    let held: Vec<std::net::TcpStream> =
+        (0..4).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
+    (listener, addr, held)
+}
+
+#[test]
+fn an_etcd_host_that_drops_syns_is_logged_once_per_kind() {
+    let (_listener, addr, _held) = black_hole();
+    let config = format!(
+        "clusters:\n  - scope: syn\n    etcd: {{endpoints: ['http://{addr}'], interval: 100ms, timeout: 300ms}}\n"
+    );
+    let path = log("syn");
+    let exporter = Exporter::start(&config, &path);
+    std::thread::sleep(Duration::from_secs(4));
+    let m = exporter.scrape();
+    let failed: f64 =
+        m.find("pgha_source_errors_total", &[("scope", "syn"), ("source", "etcd")]).iter().map(|s| s.value).sum();
+    let target = format!("http://{addr}");
+    let lines = std::fs::read_to_string(&path).unwrap().lines().filter(|l| l.contains(&target)).count();
+    assert!(failed >= 5.0, "the endpoint was called again and again: {failed} failures");
+    assert!((1..=2).contains(&lines), "{lines} lines for {failed} failures");
+}

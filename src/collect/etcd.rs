@@ -255,7 +255,7 @@ impl EtcdPoller {
         let member_list = match etcd_call(timeout, client.member_list()).await {
             Ok(list) => Some(list.members().iter().map(|m| (m.id(), bounded(m.name()))).collect()),
             Err(e) => {
-                tracing::debug!(scope, error = %e, "etcd member list failed");
+                tracing::debug!(scope = %scope, error = %e, "etcd member list failed");
                 None
             }
         };
@@ -265,7 +265,7 @@ impl EtcdPoller {
         let kvs = match etcd_call(timeout, client.get(self.prefix.clone(), Some(options))).await {
             Ok(r) => r.kvs().to_vec(),
             Err(e) => {
-                tracing::debug!(scope, error = %e, "reading Patroni keys failed");
+                tracing::debug!(scope = %scope, error = %e, "reading Patroni keys failed");
                 return (member_list, None);
             }
         };
@@ -274,7 +274,7 @@ impl EtcdPoller {
         for e in bad {
             if let EtcdError::Parse { key, .. } = &e {
                 if !self.malformed.contains(key) {
-                    tracing::warn!(scope, error = %e, "skipping member key");
+                    tracing::warn!(scope = %scope, error = %e, "skipping member key");
                 }
                 still.insert(key.clone());
             }
@@ -285,7 +285,7 @@ impl EtcdPoller {
             match etcd_call(timeout, client.lease_time_to_live(key.lease_id, None)).await {
                 Ok(ttl) if ttl.ttl() >= 0 => key.ttl_seconds = Some(ttl.ttl()),
                 Ok(_) => {}
-                Err(e) => tracing::debug!(scope, error = %e, "lease time-to-live failed"),
+                Err(e) => tracing::debug!(scope = %scope, error = %e, "lease time-to-live failed"),
             }
         }
         (member_list, Some(PatroniKeys { members, leader_key, from_quorum: has_quorum }))

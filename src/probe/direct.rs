@@ -120,8 +120,8 @@ impl DirectProbe {
         }
         let scope = self.state.scope();
         match &now {
-            Some(e) => tracing::warn!(scope, member = %self.member, error = %e, "direct probe setup failed"),
-            None => tracing::info!(scope, member = %self.member, "direct probe setup works again"),
+            Some(e) => tracing::warn!(scope = %scope, member = %self.member, error = %e, "direct probe setup failed"),
+            None => tracing::info!(scope = %scope, member = %self.member, "direct probe setup works again"),
         }
         self.setup_error = now;
     }
