@@ -102,12 +102,9 @@ fn a_broken_stderr_stops_no_loop() {
         "clusters:\n  - scope: pipe\n    patroni:\n      interval: 100ms\n      members: [{{name: m1, api_url: '{}'}}]\n",
         flapping_member(10_000)
     );
-    let dir = std::env::temp_dir().join(format!("pgha-serve-pipe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.yml"), config).unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let (config_path, addr) = Exporter::prepare(&config);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
-        .args(["--config.file", dir.join("config.yml").to_str().unwrap(), "--web.listen-address", &addr.to_string()])
+        .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -155,14 +152,11 @@ fn a_malformed_cluster_view_is_logged_once() {
 fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
     let config =
         format!("clusters:\n  - scope: fds\n    patroni: {{members: [{{name: m1, api_url: '{}'}}]}}\n", refused_url());
-    let dir = std::env::temp_dir().join(format!("pgha-serve-fds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.yml"), config).unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let (config_path, addr) = Exporter::prepare(&config);
     let command = format!(
         "ulimit -Sn 256 && exec '{}' --config.file '{}' --web.listen-address {addr}",
         env!("CARGO_BIN_EXE_pgha-exporter"),
-        dir.join("config.yml").display()
+        config_path.display()
     );
     let child =
         std::process::Command::new("sh").args(["-c", &command]).stderr(std::process::Stdio::null()).spawn().unwrap();

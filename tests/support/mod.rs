@@ -101,16 +101,20 @@ impl Exporter {
         Self::start_with(config, log, &[])
     }
 
-    /// Started with `extra` arguments after the config file and listen address.
-    pub fn start_with(config: &str, log: &PathBuf, extra: &[&str]) -> Self {
-        // One file per exporter: tests of one binary run in parallel.
+    /// A config file of its own (tests of one binary run in parallel) and a free address.
+    pub fn prepare(config: &str) -> (PathBuf, SocketAddr) {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("pgha-it-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join(format!("config-{n}.yml"));
         std::fs::write(&config_path, config).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        (config_path, format!("127.0.0.1:{}", free_port()).parse().unwrap())
+    }
+
+    /// Started with `extra` arguments after the config file and listen address.
+    pub fn start_with(config: &str, log: &PathBuf, extra: &[&str]) -> Self {
+        let (config_path, addr) = Self::prepare(config);
         let child = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
             .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
             .args(extra)
