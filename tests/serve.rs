@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{http_get, wait_until, Exporter, Metrics};
+use support::{fakes, http_get, wait_until, Exporter, Metrics};
 
 fn log(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("pgha-serve-{name}-{}.log", std::process::id()))
@@ -59,41 +59,8 @@ fn sighup_is_logged_and_ignored() {
 /// every other request), so the exporter has a change of state, and a line to log, on every
 /// poll. Serves at most `calls` calls.
 fn flapping_member(calls: usize) -> String {
-    fake_member(calls, true, None)
-}
-
-/// A loopback Patroni member: `GET /patroni` answers the healthy primary's recorded status
-/// (every other call only, with `flap`), `GET /cluster` answers `cluster` (else the connection is
-/// dropped). Serves at most `calls` calls.
-fn fake_member(calls: usize, flap: bool, cluster: Option<&'static [u8]>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let body =
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/healthy/patroni-node1.json")).unwrap();
-    std::thread::spawn(move || {
-        let mut polls = 0;
-        for stream in listener.incoming().take(calls) {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut request = [0u8; 4096];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let answer: &[u8] = if request[..n].starts_with(b"GET /patroni ") {
-                polls += 1;
-                if flap && polls % 2 == 0 {
-                    continue;
-                }
-                &body
-            } else if let (true, Some(view)) = (request[..n].starts_with(b"GET /cluster "), cluster) {
-                view
-            } else {
-                continue;
-            };
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", answer.len());
-            let _ = stream.write_all(&[head.as_bytes(), answer].concat());
-        }
-    });
-    url
+    let status = fakes::fixture("patroni-node1.json");
+    fakes::http_server(calls, move |path, n| (path == "/patroni" && n % 2 == 0).then(|| status.clone()))
 }
 
 #[test]
@@ -103,7 +70,7 @@ fn a_broken_stderr_stops_no_loop() {
         flapping_member(10_000)
     );
     let (config_path, addr) = Exporter::prepare(&config);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
+    let mut child = std::process::Command::new(support::binary())
         .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -133,7 +100,8 @@ fn a_broken_stderr_stops_no_loop() {
 
 #[test]
 fn a_malformed_cluster_view_is_logged_once() {
-    let member = fake_member(10_000, false, Some(b"{\"members\": \"none\"}"));
+    let member =
+        fakes::patroni_member(10_000, fakes::fixture("patroni-node1.json"), Some(b"{\"members\": \"none\"}".to_vec()));
     let config = format!(
         "clusters:\n  - scope: view\n    patroni:\n      interval: 100ms\n      members: [{{name: m1, api_url: '{member}'}}]\n"
     );
@@ -155,7 +123,7 @@ fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
     let (config_path, addr) = Exporter::prepare(&config);
     let command = format!(
         "ulimit -Sn 256 && exec '{}' --config.file '{}' --web.listen-address {addr}",
-        env!("CARGO_BIN_EXE_pgha-exporter"),
+        support::binary(),
         config_path.display()
     );
     let child =
@@ -172,34 +140,9 @@ fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
     assert_eq!(m.get("process_max_fds", &[]).map(|v| v.to_string()), Some(open_files[4].to_string()));
 }
 
-/// A loopback address whose listening socket is never accepted from and whose accept queue is
-/// full: new connections get no answer to their SYN, as from a host that drops them.
-fn black_hole() -> (std::net::TcpListener, std::net::SocketAddr, Vec<std::net::TcpStream>) {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a plain socket, bound and listened on with the libc calls; owned by the listener.
-    let listener = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len), 0);
-        assert_eq!(libc::listen(fd, 0), 0);
-        std::net::TcpListener::from_raw_fd(fd)
-    };
-    let addr = listener.local_addr().unwrap();
-    let held: Vec<std::net::TcpStream> =
-        (0..4).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
-    (listener, addr, held)
-}
-
 #[test]
 fn an_etcd_host_that_drops_syns_is_logged_once_per_kind() {
-    let (_listener, addr, _held) = black_hole();
+    let (_listener, addr, _held) = fakes::black_hole();
     let config = format!(
         "clusters:\n  - scope: syn\n    etcd: {{endpoints: ['http://{addr}'], interval: 100ms, timeout: 300ms}}\n"
     );

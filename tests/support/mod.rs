@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bundle;
+pub mod fakes;
 pub mod prometheus;
 pub mod steps;
 pub mod writer;
@@ -92,6 +93,12 @@ pub struct Exporter {
     pub addr: SocketAddr,
 }
 
+/// The exporter binary under test: this build's, or `PGHA_EXPORTER_BIN` (to show a test failing
+/// on an older build).
+pub fn binary() -> String {
+    std::env::var("PGHA_EXPORTER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pgha-exporter").to_string())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -114,16 +121,33 @@ impl Exporter {
 
     /// Started with `extra` arguments after the config file and listen address.
     pub fn start_with(config: &str, log: &PathBuf, extra: &[&str]) -> Self {
+        Self::start_limited(config, log, extra, None)
+    }
+
+    /// Started as [`Exporter::start_with`], with soft and hard limits of `open_files` when given
+    /// (as a unit's `LimitNOFILE=` would set them).
+    pub fn start_limited(config: &str, log: &PathBuf, extra: &[&str], open_files: Option<u64>) -> Self {
+        use std::os::unix::process::CommandExt;
         let (config_path, addr) = Self::prepare(config);
-        let child = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
+        let mut command = Command::new(binary());
+        command
             .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
             .args(extra)
             .env("RUST_LOG", "info")
             .env("PGHA_PROBE_PASSWORD", "app")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("starting the exporter");
+            .stderr(std::fs::File::create(log).unwrap());
+        if let Some(n) = open_files {
+            let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: setrlimit is async-signal-safe and only touches the child's own limits.
+            unsafe {
+                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let child = command.spawn().expect("starting the exporter");
         let exporter = Exporter { child, addr };
         wait_until("the exporter answers /-/ready", Duration::from_secs(20), || {
             http_get(addr, "/-/ready").ok().filter(|(status, _)| *status == 200)
