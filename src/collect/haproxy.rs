@@ -10,7 +10,7 @@ use super::http::{FetchError, HttpCaller};
 use super::timed;
 use crate::config::HaproxyPlan;
 use crate::model::address::HostPort;
-use crate::model::haproxy::{Backend, Server, ServerStatus, Stats};
+use crate::model::haproxy::{Backend, Route, Server, ServerStatus, Stats};
 use crate::model::source::{ErrorKind, TargetError};
 use crate::model::text::bounded;
 use crate::state::ClusterState;
@@ -90,9 +90,27 @@ pub fn parse_stats_csv(text: &str) -> Result<Stats, HaproxyError> {
     Ok(stats)
 }
 
-async fn fetch_stats(http: &HttpCaller, url: &str) -> Result<Stats, HaproxyError> {
-    let body = http.get(url).await?;
-    parse_stats_csv(&String::from_utf8_lossy(&body))
+/// Parses the header and the lines of the backends `keep` accepts, and skips the others
+/// before the CSV parser sees them: an HAProxy serving thousands of other servers costs a scan
+/// of its lines, not a parse of each. A line opening with a quote is always parsed.
+pub fn parse_stats_csv_of(text: &str, keep: impl Fn(&str) -> bool) -> Result<Stats, HaproxyError> {
+    let mut kept = String::with_capacity(16 << 10);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let backend = line.split(',').next().unwrap_or("");
+        if i == 0 || backend.starts_with('"') || keep(backend.trim()) {
+            kept.push_str(line);
+        }
+    }
+    parse_stats_csv(&kept)
+}
+
+async fn fetch_stats(http: &HttpCaller, plan: &HaproxyPlan) -> Result<Stats, HaproxyError> {
+    let body = http.get(plan.stats_url.as_str()).await?;
+    let text = String::from_utf8_lossy(&body);
+    match plan.all_backends {
+        true => parse_stats_csv(&text),
+        false => Ok(parse_stats_csv_of(&text, |b| plan.routes.of(b) != Route::Other)?.routes_only(&plan.routes)),
+    }
 }
 
 /// One HAProxy instance's loop: its stats every interval, applied as one reading.
@@ -100,10 +118,7 @@ pub async fn poll(state: Arc<ClusterState>, http: HttpCaller, plan: HaproxyPlan)
     let mut tick = ticker(plan.polling.interval);
     loop {
         tick.tick().await;
-        let mut reading = timed(fetch_stats(&http, plan.stats_url.as_str())).await;
-        if !plan.all_backends {
-            reading.result = reading.result.map(|stats| stats.routes_only(&plan.routes));
-        }
+        let reading = timed(fetch_stats(&http, &plan)).await;
         state.apply_haproxy(&plan.name, reading);
     }
 }
@@ -194,6 +209,16 @@ mod tests {
         let kept = all.routes_only(&routes);
         assert_eq!((kept.servers.len(), kept.backends.len()), (1, 1));
         assert_eq!(kept.servers[0].name, "node1");
+        let skipped = parse_stats_csv_of(&csv, |b| routes.of(b) != Route::Other).unwrap();
+        assert_eq!((skipped.servers.len(), skipped.backends.len()), (1, 1));
+        assert_eq!(skipped.servers[0].name, "node1");
+        let quoted =
+            parse_stats_csv_of("# pxname,svname,status,type,\n\"primary\",n2,UP,2,\nweb,x,UP,\n", |b| b == "primary");
+        assert_eq!(
+            quoted.unwrap().servers[0].name,
+            "n2",
+            "a quoted line is parsed; a broken line of another backend skipped"
+        );
     }
 
     #[test]
