@@ -463,7 +463,8 @@ fn forced_loss_is_counted(exporter: &Exporter) {
         .expect("a lost_writes event listing the sequence numbers");
 
     // The truth: what the new primary has, and what the killed one had on disk.
-    let new = m.leader(SCOPE).unwrap();
+    // The loss check can close before the new leader's key is read: wait for it, bounded.
+    let new = wait_until("the new leader is reported", Duration::from_secs(20), || exporter.scrape().leader(SCOPE));
     let ip = format!("127.0.0.2{}", &new[4..]);
     let on_new = probe_rows(&["-h", &ip, "-p", "15432", "-U", "postgres", "-d", "app"], &probe_id);
     let dir = lab_dir().join(&old);
