@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collect::http::HttpCaller;
-use config::{BasicCredentials, ClusterPlan, Polling, ValidatedConfig};
+use config::{BasicCredentials, ClusterPlan, Polling, TlsPlan, ValidatedConfig};
 use model::probe::FailureReason;
 use probe::session::{Deadline, Session, SetupError, SLOW_STATEMENT};
 use state::ClusterState;
@@ -37,7 +37,8 @@ const ASSESS_EVERY: Duration = Duration::from_millis(200);
 /// states they fill. Each cluster's tasks are its own: one cluster's failing targets cannot
 /// slow another's.
 pub fn start(config: &ValidatedConfig) -> Vec<Arc<ClusterState>> {
-    let client = collect::http::http_client();
+    config::tls::install_default_provider();
+    let client = collect::http::http_client(None);
     let clusters: Vec<Arc<ClusterState>> =
         config.clusters.iter().map(|plan| start_cluster(plan.clone(), &client, config.max_body_bytes)).collect();
     let all = clusters.clone();
@@ -79,13 +80,13 @@ fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: us
     let probe_id = plan.probes.as_ref().map(|_| probe::new_probe_id());
     let state = Arc::new(ClusterState::new(plan, probe_id.clone()));
     let plan = state.plan.clone();
-    let caller = |polling: Polling, auth: &Option<BasicCredentials>| HttpCaller {
-        client: client.clone(),
+    let caller = |polling: Polling, auth: &Option<BasicCredentials>, tls: &Option<TlsPlan>| HttpCaller {
+        client: tls.as_ref().map_or_else(|| client.clone(), |t| collect::http::http_client(Some(t))),
         timeout: polling.timeout,
         max_body_bytes,
         auth: auth.clone(),
     };
-    let patroni = caller(plan.patroni.polling, &plan.patroni.auth);
+    let patroni = caller(plan.patroni.polling, &plan.patroni.auth, &plan.patroni.tls);
     let every = plan.patroni.polling.interval;
     let s = state.clone();
     state.register_task("patroni_member");
@@ -106,7 +107,7 @@ fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: us
         });
     }
     for h in plan.haproxy {
-        let (s, http) = (s.clone(), caller(h.polling, &h.auth));
+        let (s, http) = (s.clone(), caller(h.polling, &h.auth, &h.tls));
         spawn_supervised(&state, "haproxy", move || collect::haproxy::poll(s.clone(), http.clone(), h.clone()));
     }
     if let (Some(p), Some(id)) = (plan.probes, probe_id) {

@@ -74,7 +74,7 @@ impl DcsWatch {
 
     async fn watch(&mut self, endpoint: &str, initial: bool) -> Result<(), String> {
         let timeout = self.plan.polling.timeout;
-        let options = connect_options(timeout, self.plan.credentials.as_ref()).with_require_leader(true);
+        let options = connect_options(timeout, &self.plan, endpoint).with_require_leader(true);
         let mut client = tokio::time::timeout(timeout, Client::connect([endpoint], Some(options)))
             .await
             .map_err(|_| "connect timed out".to_string())?

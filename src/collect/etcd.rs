@@ -10,10 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use serde::Deserialize;
 
-use crate::config::{BasicCredentials, EtcdPlan};
+use crate::config::tls::tls_failure;
+use crate::config::{EtcdPlan, TlsPlan};
 use crate::model::address::HostPort;
 use crate::model::etcd::{EndpointStatus, EtcdRound, LeaderKey, PatroniKeys};
 use crate::model::patroni::{api_base, FoundMember};
@@ -33,6 +34,12 @@ pub enum EtcdError {
     Connect(String),
     #[error("{0}")]
     Rpc(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("permission denied: {0}")]
+    Permission(String),
     #[error("malformed member key {key}: {message}")]
     Parse { key: String, message: String },
 }
@@ -43,6 +50,9 @@ impl EtcdError {
             EtcdError::Timeout(_) => ErrorKind::Timeout,
             EtcdError::Connect(_) => ErrorKind::Connect,
             EtcdError::Rpc(_) => ErrorKind::Rpc,
+            EtcdError::Tls(_) => ErrorKind::Tls,
+            EtcdError::Auth(_) => ErrorKind::Auth,
+            EtcdError::Permission(_) => ErrorKind::Permission,
             EtcdError::Parse { .. } => ErrorKind::Parse,
         }
     }
@@ -56,7 +66,19 @@ impl From<EtcdError> for TargetError {
 
 impl From<etcd_client::Error> for EtcdError {
     fn from(e: etcd_client::Error) -> Self {
+        if let Some(why) = tls_failure(&e) {
+            return EtcdError::Tls(why);
+        }
         match e {
+            etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => {
+                EtcdError::Permission(s.message().to_string())
+            }
+            etcd_client::Error::GRpcStatus(s)
+                if s.code() == tonic::Code::Unauthenticated
+                    || (s.code() == tonic::Code::InvalidArgument && s.message().contains("authentication failed")) =>
+            {
+                EtcdError::Auth(s.message().to_string())
+            }
             etcd_client::Error::TransportError(t) => EtcdError::Connect(t.to_string()),
             etcd_client::Error::IoError(io) => EtcdError::Connect(io.to_string()),
             // etcd's gRPC status for a member it cannot reach is Unavailable.
@@ -87,11 +109,30 @@ pub async fn etcd_call<T>(
     }
 }
 
-/// Options for a client of one endpoint (request deadlines are ours, see [`etcd_call`]).
-pub fn connect_options(timeout: Duration, credentials: Option<&BasicCredentials>) -> ConnectOptions {
-    let options = ConnectOptions::new().with_connect_timeout(timeout);
-    match credentials {
-        Some(c) => options.with_user(c.username.clone(), c.password.expose().to_string()),
+/// Options for a client of one endpoint (request deadlines are ours, see [`etcd_call`]): its
+/// credentials, and for an `https` endpoint the TLS setup (the system's roots without one).
+pub fn connect_options(timeout: Duration, plan: &EtcdPlan, endpoint: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new().with_connect_timeout(timeout);
+    if let Some(c) = &plan.credentials {
+        options = options.with_user(c.username.clone(), c.password.expose().to_string());
+    }
+    if endpoint.starts_with("https://") {
+        options = options.with_tls(tls_options(plan.tls.as_ref()));
+    }
+    options
+}
+
+fn tls_options(plan: Option<&TlsPlan>) -> TlsOptions {
+    let Some(plan) = plan else { return TlsOptions::new().with_native_roots() };
+    let mut options = match &plan.ca_pem {
+        Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(ca)),
+        None => TlsOptions::new().with_native_roots(),
+    };
+    if let Some(id) = &plan.identity {
+        options = options.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+    }
+    match &plan.server_name {
+        Some(name) => options.domain_name(name.clone()),
         None => options,
     }
 }
@@ -154,6 +195,20 @@ fn endpoint_status(s: &etcd_client::StatusResponse) -> EndpointStatus {
     }
 }
 
+/// How good a member is to read the member list and Patroni's keys from, after its status
+/// call: the leader 3, a healthy follower 2, any other member that answered 1, and one whose
+/// user may not call `Status` (some etcd releases refuse it to non-root users) 0, as the keys
+/// may still be read there; a member that did not answer cannot be read from.
+fn rank(status: &Result<EndpointStatus, EtcdError>) -> Option<u8> {
+    match status {
+        Ok(s) if s.is_leader() => Some(3),
+        Ok(s) if s.healthy() => Some(2),
+        Ok(_) => Some(1),
+        Err(EtcdError::Permission(_)) => Some(0),
+        Err(_) => None,
+    }
+}
+
 /// One cluster's etcd loop.
 pub struct EtcdPoller {
     state: Arc<ClusterState>,
@@ -186,8 +241,8 @@ impl EtcdPoller {
             return Ok(c.clone());
         }
         let timeout = self.plan.polling.timeout;
-        let options = connect_options(timeout, self.plan.credentials.as_ref());
         let endpoint = self.plan.endpoints[i].clone();
+        let options = connect_options(timeout, &self.plan, &endpoint);
         let client = etcd_call(timeout, Client::connect([endpoint], Some(options))).await?;
         self.clients[i] = Some(client.clone());
         Ok(client)
@@ -203,43 +258,33 @@ impl EtcdPoller {
         }
         let calls = clients.into_iter().map(|c| async move {
             let started = Instant::now();
-            let result = match c {
-                Ok(mut client) => etcd_call(timeout, client.status()).await.map(|s| (client, endpoint_status(&s))),
-                Err(e) => Err(e),
+            let (client, result) = match c {
+                Ok(mut client) => {
+                    let status = etcd_call(timeout, client.status()).await.map(|s| endpoint_status(&s));
+                    (Some(client), status)
+                }
+                Err(e) => (None, Err(e)),
             };
-            (started, Instant::now(), result)
+            (started, Instant::now(), client, result)
         });
         let results = futures::future::join_all(calls).await;
         let mut best: Option<(u8, Client)> = None;
         let mut endpoints = Vec::new();
-        for (i, (started, at, result)) in results.into_iter().enumerate() {
-            let result = match result {
-                Ok((client, status)) => {
-                    let rank = if status.is_leader() {
-                        2
-                    } else if status.healthy() {
-                        1
-                    } else {
-                        0
-                    };
-                    if best.as_ref().is_none_or(|(r, _)| rank > *r) {
-                        best = Some((rank, client));
-                    }
-                    Ok(status)
+        for (i, (started, at, client, result)) in results.into_iter().enumerate() {
+            if let (Some(rank), Some(client)) = (rank(&result), client) {
+                if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                    best = Some((rank, client));
                 }
-                Err(e) => {
-                    // A client whose channel broke is rebuilt next round.
-                    if matches!(e, EtcdError::Connect(_)) {
-                        self.clients[i] = None;
-                    }
-                    Err(TargetError::from(e))
-                }
-            };
-            let reading = Reading { at, duration: at - started, result };
+            }
+            // A client whose channel broke is rebuilt next round.
+            if matches!(result, Err(EtcdError::Connect(_))) {
+                self.clients[i] = None;
+            }
+            let reading = Reading { at, duration: at - started, result: result.map_err(TargetError::from) };
             endpoints.push((self.plan.endpoints[i].clone(), reading));
         }
         let (member_list, keys) = match best {
-            Some((rank, client)) => self.read_cluster(client, rank >= 1).await,
+            Some((rank, client)) => self.read_cluster(client, rank >= 2).await,
             None => (None, None),
         };
         EtcdRound { endpoints, member_list, keys }
@@ -298,6 +343,37 @@ mod tests {
 
     fn fixture(path: &str) -> Vec<u8> {
         std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// etcd 3.5.28 and 3.6.9 refuse `Status` to a user without the root role with this status
+    /// (etcd-io/etcd#21666); the lab's 3.4 never does, so the refusal is built here.
+    #[test]
+    fn a_refused_status_call_is_kind_permission_and_its_member_can_still_be_read() {
+        let refused = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied("etcdserver: permission denied"));
+        let e = EtcdError::from(refused);
+        assert_eq!(e.kind(), ErrorKind::Permission);
+        assert_eq!(e.to_string(), "permission denied: etcdserver: permission denied");
+        let status = |member_id, leader_id| EndpointStatus {
+            member_id,
+            leader_id,
+            raft_term: 2,
+            raft_index: 9,
+            db_size_bytes: 1,
+            version: "3.5.28".into(),
+            errors: vec![],
+        };
+        let ranks = [
+            rank(&Ok(status(1, 1))),
+            rank(&Ok(status(2, 1))),
+            rank(&Ok(status(2, 0))),
+            rank(&Err(e)),
+            rank(&Err(EtcdError::Connect("refused".into()))),
+        ];
+        assert_eq!(ranks, [Some(3), Some(2), Some(1), Some(0), None]);
+        let login = etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
+            "etcdserver: authentication failed, invalid user ID or password",
+        ));
+        assert_eq!(EtcdError::from(login).kind(), ErrorKind::Auth);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::config::BasicCredentials;
+use crate::config::tls::tls_failure;
+use crate::config::{BasicCredentials, TlsPlan};
 use crate::model::source::{ErrorKind, TargetError};
 
 /// A failed HTTP fetch, classified for the `kind` label.
@@ -13,6 +14,8 @@ pub enum FetchError {
     Timeout(Duration),
     #[error("cannot connect: {0}")]
     Connect(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("HTTP status {0}")]
     HttpStatus(u16),
     #[error("response body larger than {0} bytes")]
@@ -26,6 +29,9 @@ impl FetchError {
         match self {
             FetchError::Timeout(_) => ErrorKind::Timeout,
             FetchError::Connect(_) => ErrorKind::Connect,
+            FetchError::Tls(_) => ErrorKind::Tls,
+            FetchError::HttpStatus(401) => ErrorKind::Auth,
+            FetchError::HttpStatus(403) => ErrorKind::Permission,
             FetchError::HttpStatus(_) => ErrorKind::HttpStatus,
             FetchError::TooLarge(_) => ErrorKind::TooLarge,
             FetchError::Other(_) => ErrorKind::Other,
@@ -39,15 +45,19 @@ impl From<FetchError> for TargetError {
     }
 }
 
-/// The HTTP client shared by all HTTP sources: no connection pool reuse across targets matters
-/// here (Patroni answers HTTP/1.0 and closes), but one client keeps one TLS setup.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// An HTTP client: the one shared by the sources without a `tls` section (no pool reuse across
+/// targets matters here: Patroni answers HTTP/1.0 and closes), or one of a source's own with
+/// its checked TLS setup.
+pub fn http_client(tls: Option<&TlsPlan>) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("pgha-exporter/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .expect("building an HTTP client without custom TLS roots cannot fail")
+        .pool_idle_timeout(Duration::from_secs(30));
+    let builder = match tls {
+        Some(plan) => builder.use_preconfigured_tls(rustls::ClientConfig::clone(&plan.rustls)),
+        None => builder,
+    };
+    builder.build().expect("an HTTP client with a rustls setup built at validation")
 }
 
 /// How one HTTP source is called: the shared client, with this source's deadline, body cap and
@@ -113,7 +123,9 @@ fn innermost(e: &reqwest::Error) -> String {
 }
 
 fn classify(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
+    if let Some(why) = tls_failure(&e) {
+        FetchError::Tls(why)
+    } else if e.is_timeout() {
         FetchError::Timeout(Duration::ZERO)
     } else if e.is_connect() {
         FetchError::Connect(innermost(&e))
@@ -164,7 +176,7 @@ mod tests {
             })
         })
         .await;
-        let err = get_capped(&http_client(), &url, Duration::from_secs(5), 64 * 1024, None).await.unwrap_err();
+        let err = get_capped(&http_client(None), &url, Duration::from_secs(5), 64 * 1024, None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
     }
 
@@ -177,7 +189,7 @@ mod tests {
             })
         })
         .await;
-        let err = get_capped(&http_client(), &url, Duration::from_secs(5), 1024, None).await.unwrap_err();
+        let err = get_capped(&http_client(None), &url, Duration::from_secs(5), 1024, None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge);
     }
 
@@ -191,7 +203,7 @@ mod tests {
         })
         .await;
         let started = std::time::Instant::now();
-        let err = get_capped(&http_client(), &url, Duration::from_millis(300), 1024, None).await.unwrap_err();
+        let err = get_capped(&http_client(None), &url, Duration::from_millis(300), 1024, None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
@@ -208,16 +220,17 @@ mod tests {
             })
         })
         .await;
-        let err = get_capped(&http_client(), &url, Duration::from_secs(2), 1024, None).await.unwrap_err();
+        let err = get_capped(&http_client(None), &url, Duration::from_secs(2), 1024, None).await.unwrap_err();
         assert!(err.to_string().contains("reset"), "{err}");
     }
 
     #[tokio::test]
     async fn refused_connection_and_http_errors_are_classified() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let err = get_capped(&http_client(), &format!("http://127.0.0.1:{port}/"), Duration::from_secs(2), 1024, None)
-            .await
-            .unwrap_err();
+        let err =
+            get_capped(&http_client(None), &format!("http://127.0.0.1:{port}/"), Duration::from_secs(2), 1024, None)
+                .await
+                .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
         let url = serve(|mut s| {
             Box::pin(async move {
@@ -226,7 +239,93 @@ mod tests {
             })
         })
         .await;
-        let err = get_capped(&http_client(), &url, Duration::from_secs(2), 1024, None).await.unwrap_err();
+        let err = get_capped(&http_client(None), &url, Duration::from_secs(2), 1024, None).await.unwrap_err();
         assert!(matches!(err, FetchError::HttpStatus(503)), "{err}");
+    }
+
+    fn tls_fixture(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls")).join(name)
+    }
+
+    /// A loopback HTTPS server with the fixture CA's certificate for 127.0.0.1, asking for a
+    /// client certificate signed by that CA when `client_auth`; answers `ok` to any request.
+    async fn serve_https(client_auth: bool) -> String {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        crate::config::tls::install_default_provider();
+        let certs = vec![CertificateDer::from_pem_file(tls_fixture("server.crt")).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(crate::config::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_file(tls_fixture("ca.crt")).unwrap()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                crate::config::tls::provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(builder.with_single_cert(certs, key).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(stream).await else { return };
+                    let _ = s.read(&mut [0u8; 4096]).await;
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        format!("https://{addr}/")
+    }
+
+    async fn get_with(url: &str, tls: crate::config::TlsConfig) -> Result<Vec<u8>, FetchError> {
+        let plan = crate::config::tls::plan("t", &tls, crate::config::tls::Verify::Full, &[b"http/1.1"]).unwrap();
+        get_capped(&http_client(Some(&plan)), url, Duration::from_secs(5), 1024, None).await
+    }
+
+    #[tokio::test]
+    async fn https_targets_are_checked_and_their_failures_are_kind_tls() {
+        use crate::config::TlsConfig;
+        let url = serve_https(false).await;
+        let ca = TlsConfig { ca_file: Some(tls_fixture("ca.crt")), ..Default::default() };
+        assert_eq!(get_with(&url, ca.clone()).await.unwrap(), b"ok");
+        let other = TlsConfig { ca_file: Some(tls_fixture("other-ca.crt")), ..Default::default() };
+        let err = get_with(&url, other.clone()).await.unwrap_err();
+        assert_eq!(
+            (err.kind(), err.to_string()),
+            (ErrorKind::Tls, "TLS: invalid peer certificate: UnknownIssuer".into())
+        );
+        let named = TlsConfig { server_name: Some("pg.example".into()), ..ca.clone() };
+        let err = get_with(&url, named).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls);
+        assert!(err.to_string().contains("certificate not valid for name"), "{err}");
+        let localhost = TlsConfig { server_name: Some("localhost".into()), ..ca.clone() };
+        assert_eq!(get_with(&url, localhost).await.unwrap(), b"ok", "the configured name is the one checked");
+        let skip = TlsConfig { insecure_skip_verify: true, ..other };
+        assert_eq!(get_with(&url, skip).await.unwrap(), b"ok");
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_certificate_is_kind_tls() {
+        use crate::config::TlsConfig;
+        let url = serve_https(true).await;
+        let ca = TlsConfig { ca_file: Some(tls_fixture("ca.crt")), ..Default::default() };
+        let err = get_with(&url, ca.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+        assert!(err.to_string().contains("CertificateRequired"), "{err}");
+        let with_cert =
+            TlsConfig { cert_file: Some(tls_fixture("client.crt")), key_file: Some(tls_fixture("client.key")), ..ca };
+        assert_eq!(get_with(&url, with_cert).await.unwrap(), b"ok");
     }
 }

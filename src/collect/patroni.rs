@@ -425,7 +425,7 @@ mod tests {
         let plan = crate::config::Config::parse(&yaml).unwrap().clusters.remove(0);
         let state = Arc::new(ClusterState::new(plan, None));
         let http = HttpCaller {
-            client: crate::collect::http::http_client(),
+            client: crate::collect::http::http_client(None),
             timeout: Duration::from_secs(3),
             max_body_bytes: 1 << 20,
             auth: None,

@@ -7,10 +7,12 @@
 //! never written in the file itself: they are named by environment variable or file and read
 //! once at load time, and their values never reach a log line or a metric.
 
+pub mod tls;
 mod validate;
 
+pub use tls::TlsPlan;
 pub use validate::{
-    BasicCredentials, ClusterPlan, EtcdPlan, HaproxyPlan, MemberPlan, PatroniPlan, PgLogin, Polling, ProbePlan,
+    BasicCredentials, ClusterPlan, EtcdPlan, HaproxyPlan, MemberPlan, PatroniPlan, PgLogin, PgTls, Polling, ProbePlan,
     ValidatedConfig,
 };
 
@@ -97,6 +99,56 @@ pub struct ProbeConfig {
     /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.
     #[serde(default = "default_probe_schema")]
     pub schema: String,
+    /// As libpq's: `disable`, `prefer` (the default), `require` (encrypted, any certificate),
+    /// `verify-ca` (the chain is checked) or `verify-full` (the chain and the name).
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA (libpq's sslrootcert), client certificate and key, and the name the server's
+    /// certificate must carry (`server_name`: through HAProxy the address is HAProxy's).
+    pub tls: Option<TlsConfig>,
+    /// As libpq's: `disable`, `prefer` (the default) or `require` (SCRAM with channel binding
+    /// only: the password is never sent to a server that did not prove its certificate).
+    #[serde(default)]
+    pub channel_binding: ChannelBinding,
+}
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// libpq's `channel_binding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelBinding {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+}
+
+/// TLS toward a target, as Prometheus's `tls_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificates (PEM) the target's certificate must chain to. Default: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for targets that require one.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The name the target's certificate must carry, when not the address's host.
+    pub server_name: Option<String>,
+    /// Accept any certificate (still encrypted): self-signed test setups only. Default false.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +168,8 @@ pub struct PatroniConfig {
     pub timeout: Duration,
     /// HTTP basic auth for the REST API, if it requires it.
     pub basic_auth: Option<BasicAuth>,
+    /// TLS toward `https` REST APIs (CA, client certificate for `restapi.verify_client`).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for PatroniConfig {
@@ -126,6 +180,7 @@ impl Default for PatroniConfig {
             interval: default_fast_interval(),
             timeout: default_timeout(),
             basic_auth: None,
+            tls: None,
         }
     }
 }
@@ -156,6 +211,8 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// Its password.
     pub password: Option<SecretRef>,
+    /// TLS toward `https` endpoints (CA, client certificate for `--client-cert-auth`).
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +241,8 @@ pub struct HaproxyConfig {
     /// backends. Default false: an HAProxy with thousands of other servers costs nothing.
     #[serde(default)]
     pub all_backends: bool,
+    /// TLS toward an `https` stats page.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,5 +486,66 @@ mod tests {
         assert_eq!(s.expose(), "s3cret");
         assert!(!format!("{s:?}").contains("s3cret"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused_naming_the_field() {
+        let e = "etcd: {endpoints: ['https://e:2379']";
+        let cases = [
+            (format!("{e}, tls: {{insecure_skip_verify: true}}}}"), "clusters[0].etcd.tls.insecure_skip_verify"),
+            ("etcd: {endpoints: ['http://e:2379'], tls: {}}".to_string(), "clusters[0].etcd.tls"),
+            (format!("{e}, tls: {{cert_file: /c.pem}}}}"), "clusters[0].etcd.tls"),
+            (format!("{e}, tls: {{ca_file: /nonexistent/ca.pem}}}}"), "clusters[0].etcd.tls.ca_file"),
+            (format!("{e}, tls: {{ca_file: /dev/null}}}}"), "clusters[0].etcd.tls.ca_file"),
+            (format!("{e}, tls: {{server_name: 'a b'}}}}"), "clusters[0].etcd.tls.server_name"),
+            (
+                format!("{e}}}\n    probes: {{user: u, primary: 'h:1', sslmode: disable, tls: {{}}}}"),
+                "clusters[0].probes.sslmode",
+            ),
+            (
+                format!("{e}}}\n    probes: {{user: u, primary: 'h:1', sslmode: disable, channel_binding: require}}"),
+                "clusters[0].probes.sslmode",
+            ),
+            (
+                format!("{e}}}\n    probes: {{user: u, primary: 'h:1', tls: {{insecure_skip_verify: true}}}}"),
+                "clusters[0].probes.tls.insecure_skip_verify",
+            ),
+        ];
+        for (cluster, field) in cases {
+            let text = format!("clusters:\n  - scope: a\n    {cluster}\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{text} gave {err}");
+        }
+        let err = Config::parse(
+            "clusters:\n  - scope: a\n    etcd: {endpoints: ['https://e:1'], tls: {ca_file: /dev/null}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.ends_with("holds no PEM certificate"), "{err}");
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let text = format!(
+            "clusters:\n  - scope: a\n    patroni: {{members: [{{name: m, api_url: 'https://m:1'}}], \
+             tls: {{cert_file: {fixtures}/client.crt, key_file: {fixtures}/server.key}}}}\n"
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`clusters[0].patroni.tls.key_file`: does not fit the certificate"), "{err}");
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+    }
+
+    #[test]
+    fn sslmodes_map_to_the_checks_libpq_makes() {
+        use tls::Verify;
+        let mode = |m: &str| {
+            let text = format!("clusters:\n  - scope: a\n    etcd: {{endpoints: ['http://e:1']}}\n    probes: {{user: u, primary: 'h:1', sslmode: {m}}}\n");
+            let tls = Config::parse(&text).unwrap().clusters.remove(0).probes.unwrap().login.tls;
+            (tls.sslmode, tls.plan.map(|p| p.verify))
+        };
+        assert_eq!(mode("disable"), (SslMode::Disable, None));
+        assert_eq!(mode("prefer"), (SslMode::Prefer, Some(Verify::Nothing)));
+        assert_eq!(mode("require"), (SslMode::Require, Some(Verify::Nothing)));
+        assert_eq!(mode("verify-ca"), (SslMode::VerifyCa, Some(Verify::ChainOnly)));
+        assert_eq!(mode("verify-full"), (SslMode::VerifyFull, Some(Verify::Full)));
+        let text = "clusters:\n  - scope: a\n    etcd: {endpoints: ['http://e:1']}\n    probes: {user: u, primary: 'h:1', sslmode: verify_full}\n";
+        assert!(Config::parse(text).unwrap_err().to_string().contains("verify-full"), "libpq's spelling is asked for");
     }
 }

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{invalid, BasicAuth, ClusterConfig, Config, ConfigError, Secret};
+use super::tls::{self, TlsPlan, Verify};
+use super::{
+    invalid, BasicAuth, ChannelBinding, ClusterConfig, Config, ConfigError, ProbeConfig, Secret, SslMode, TlsConfig,
+};
 use crate::model::address::HostPort;
 use crate::model::haproxy::Routes;
 use crate::model::patroni::api_base;
@@ -84,6 +87,7 @@ pub struct PatroniPlan {
     pub discovery_urls: Vec<String>,
     pub polling: Polling,
     pub auth: Option<BasicCredentials>,
+    pub tls: Option<TlsPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +103,7 @@ pub struct EtcdPlan {
     pub endpoints: Vec<String>,
     pub polling: Polling,
     pub credentials: Option<BasicCredentials>,
+    pub tls: Option<TlsPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +116,7 @@ pub struct HaproxyPlan {
     pub all_backends: bool,
     pub polling: Polling,
     pub auth: Option<BasicCredentials>,
+    pub tls: Option<TlsPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,12 +132,22 @@ pub struct ProbePlan {
     pub schema: String,
 }
 
+/// How the probes secure their PostgreSQL connections.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    pub sslmode: SslMode,
+    /// The client setup for every mode but `disable`, verifying as the mode says.
+    pub plan: Option<TlsPlan>,
+    pub channel_binding: ChannelBinding,
+}
+
 /// How the probes log in to PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgLogin {
     pub user: String,
     pub password: Option<Secret>,
     pub database: String,
+    pub tls: PgTls,
 }
 
 /// A user name and its resolved password.
@@ -214,6 +230,7 @@ fn patroni(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<PatroniPlan
         discovery_urls,
         polling: polling(&at("patroni"), p.interval, p.timeout)?,
         auth: basic(&at("patroni.basic_auth.password"), &p.basic_auth)?,
+        tls: https(&at("patroni.tls"), &p.tls)?,
     })
 }
 
@@ -232,10 +249,19 @@ fn etcd(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<EtcdPla
         (None, None) => None,
         _ => return Err(invalid(at("etcd"), "set both `username` and `password`, or neither")),
     };
+    if let Some(t) = &e.tls {
+        if t.insecure_skip_verify {
+            return Err(invalid(at("etcd.tls.insecure_skip_verify"), "not offered for etcd: give its CA in `ca_file`"));
+        }
+        if !e.endpoints.iter().any(|u| u.starts_with("https://")) {
+            return Err(invalid(at("etcd.tls"), "set, but no endpoint is `https://`"));
+        }
+    }
     Ok(Some(EtcdPlan {
         endpoints: e.endpoints.clone(),
         polling: polling(&at("etcd"), e.interval, e.timeout)?,
         credentials,
+        tls: e.tls.as_ref().map(|t| tls::plan(&at("etcd.tls"), t, Verify::Full, &[b"h2"])).transpose()?,
     }))
 }
 
@@ -254,6 +280,7 @@ fn haproxy(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Vec<Haproxy
             all_backends: h.all_backends,
             polling: polling(&at(&format!("haproxy[{j}]")), h.interval, h.timeout)?,
             auth: basic(&hat("basic_auth.password"), &h.basic_auth)?,
+            tls: https(&hat("tls"), &h.tls)?,
         });
     }
     Ok(plans)
@@ -276,13 +303,41 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
     }
     let password = p.password.as_ref().map(|r| r.resolve(&at("probes.password"))).transpose()?;
     Ok(Some(ProbePlan {
-        login: PgLogin { user: p.user.clone(), password, database: p.database.clone() },
+        login: PgLogin { user: p.user.clone(), password, database: p.database.clone(), tls: pg_tls(&at("probes"), p)? },
         primary,
         replicas,
         direct: p.direct,
         polling,
         schema: p.schema.clone(),
     }))
+}
+
+/// The probes' TLS: libpq's modes mapped onto rustls' checks.
+fn pg_tls(at: &str, p: &ProbeConfig) -> Result<PgTls, ConfigError> {
+    let verify = match p.sslmode {
+        SslMode::Disable => None,
+        SslMode::Prefer | SslMode::Require => Some(Verify::Nothing),
+        SslMode::VerifyCa => Some(Verify::ChainOnly),
+        SslMode::VerifyFull => Some(Verify::Full),
+    };
+    let given = p.tls.clone().unwrap_or_default();
+    if given.insecure_skip_verify {
+        return Err(invalid(format!("{at}.tls.insecure_skip_verify"), "use `sslmode: require` instead"));
+    }
+    if verify.is_none() && (p.tls.is_some() || p.channel_binding == ChannelBinding::Require) {
+        return Err(invalid(format!("{at}.sslmode"), "is `disable`: `tls` and `channel_binding: require` need TLS"));
+    }
+    let plan = verify.map(|v| tls::plan(&format!("{at}.tls"), &given, v, &[])).transpose()?;
+    Ok(PgTls { sslmode: p.sslmode, plan, channel_binding: p.channel_binding })
+}
+
+/// A `tls` section of an HTTPS source.
+fn https(field: &str, c: &Option<TlsConfig>) -> Result<Option<TlsPlan>, ConfigError> {
+    let plan = c.as_ref().map(|t| tls::plan(field, t, Verify::Full, &[b"http/1.1"])).transpose()?;
+    if plan.as_ref().is_some_and(|p| p.verify == Verify::Nothing) {
+        tracing::warn!(field, "insecure_skip_verify: any certificate is accepted");
+    }
+    Ok(plan)
 }
 
 fn basic(field: &str, auth: &Option<BasicAuth>) -> Result<Option<BasicCredentials>, ConfigError> {

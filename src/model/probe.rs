@@ -22,6 +22,8 @@ label_enum! {
         Timeout = "timeout",
         /// The probe role could not log in (wrong password, no pg_hba rule).
         Auth = "auth",
+        /// The TLS handshake failed (certificate not trusted, wrong name, TLS refused).
+        Tls = "tls",
         Other = "other",
     }
 }

@@ -22,6 +22,9 @@ label_enum! {
         TooLarge = "too_large",
         Parse = "parse",
         Rpc = "rpc",
+        Tls = "tls",
+        Auth = "auth",
+        Permission = "permission",
         Other = "other",
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
 
-use crate::config::{PgLogin, ProbePlan};
+use crate::config::tls::tls_failure;
+use crate::config::{ChannelBinding, PgLogin, ProbePlan, SslMode};
 use crate::model::address::HostPort;
 use crate::model::probe::FailureReason;
 
@@ -46,6 +47,9 @@ pub fn classify(e: &tokio_postgres::Error) -> FailureReason {
             return FailureReason::ClosedConnection;
         }
     }
+    if tls_failure(e).is_some() || e.to_string().contains("TLS") {
+        return FailureReason::Tls;
+    }
     if e.is_closed() {
         return FailureReason::ClosedConnection;
     }
@@ -67,6 +71,24 @@ pub fn classify(e: &tokio_postgres::Error) -> FailureReason {
         return FailureReason::ClosedConnection;
     }
     FailureReason::Other
+}
+
+/// libpq's modes that tokio-postgres knows: the verify modes are `require` to it, the checks
+/// being the rustls setup's.
+fn ssl_mode(mode: SslMode) -> tokio_postgres::config::SslMode {
+    match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+    }
+}
+
+fn channel_binding(c: ChannelBinding) -> tokio_postgres::config::ChannelBinding {
+    match c {
+        ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+        ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+        ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+    }
 }
 
 /// Runs a statement under `deadline`; a timeout is a failure like any other.
@@ -137,10 +159,19 @@ impl Session {
         if let Some(p) = &login.password {
             pg.password(p.expose());
         }
-        let (client, connection) = bounded(deadline, pg.connect(tokio_postgres::NoTls)).await?;
-        let task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let (client, task) = match &login.tls.plan {
+            Some(plan) => {
+                pg.ssl_mode(ssl_mode(login.tls.sslmode)).channel_binding(channel_binding(login.tls.channel_binding));
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(&plan.rustls));
+                let (client, connection) = bounded(deadline, pg.connect(tls)).await?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+            None => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                let (client, connection) = bounded(deadline, pg.connect(tokio_postgres::NoTls)).await?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+        };
         Ok(Session { client, task, table: format!("{schema}.heartbeat"), table_ready: false })
     }
 
@@ -235,6 +266,12 @@ impl Session {
 mod tests {
     use super::*;
 
+    fn plain_login() -> PgLogin {
+        let tls =
+            crate::config::PgTls { sslmode: SslMode::Disable, plan: None, channel_binding: ChannelBinding::Disable };
+        PgLogin { user: "u".into(), password: None, database: "d".into(), tls }
+    }
+
     #[test]
     fn setup_sql_names_the_schema() {
         assert!(setup_sql("s").contains("CREATE TABLE IF NOT EXISTS s.heartbeat"));
@@ -244,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_classified() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let login = PgLogin { user: "u".into(), password: None, database: "d".into() };
+        let login = plain_login();
         let addr = HostPort { host: "127.0.0.1".into(), port };
         let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_secs(2))).await.err();
         assert_eq!(err, Some(FailureReason::ConnectRefused));
@@ -278,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_login_says_so() {
         let addr = refusing_server().await;
-        let login = PgLogin { user: "u".into(), password: None, database: "d".into() };
+        let login = plain_login();
         let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_secs(2))).await.err();
         assert_eq!(err, Some(FailureReason::Auth));
     }
@@ -292,7 +329,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
             drop(conn);
         });
-        let login = PgLogin { user: "u".into(), password: None, database: "d".into() };
+        let login = plain_login();
         let started = Instant::now();
         let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_millis(300))).await.err();
         assert_eq!(err, Some(FailureReason::Timeout));
