@@ -10,6 +10,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{http_get, wait_until, Exporter};
@@ -41,16 +42,25 @@ fn echoing_server() -> String {
 /// A PostgreSQL server that refuses TLS, asks for the password in clear and quotes it back in
 /// its error.
 fn echoing_postgres() -> String {
+    recording_postgres().0
+}
+
+/// [`echoing_postgres`], also keeping every password it was sent.
+fn recording_postgres() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let kept = received.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(100_000) {
             let Ok(mut s) = stream else { continue };
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = answer_startup(&mut s);
+            if let Ok(password) = answer_startup(&mut s) {
+                kept.lock().unwrap().push(password);
+            }
         }
     });
-    addr
+    (addr, received)
 }
 
 fn read_message(s: &mut std::net::TcpStream, typed: bool) -> std::io::Result<(u8, Vec<u8>)> {
@@ -65,7 +75,8 @@ fn read_message(s: &mut std::net::TcpStream, typed: bool) -> std::io::Result<(u8
     Ok((ty[0], body))
 }
 
-fn answer_startup(s: &mut std::net::TcpStream) -> std::io::Result<()> {
+/// Answers one connection's startup; returns the password it was sent.
+fn answer_startup(s: &mut std::net::TcpStream) -> std::io::Result<String> {
     let (_, mut startup) = read_message(s, false)?;
     if startup.starts_with(&80877103u32.to_be_bytes()) {
         s.write_all(b"N")?;
@@ -74,10 +85,8 @@ fn answer_startup(s: &mut std::net::TcpStream) -> std::io::Result<()> {
     let _ = startup;
     s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])?;
     let (_, password) = read_message(s, true)?;
-    let said = format!(
-        "password authentication failed: you said {}",
-        String::from_utf8_lossy(password.strip_suffix(b"\0").unwrap_or(&password))
-    );
+    let password = String::from_utf8_lossy(password.strip_suffix(b"\0").unwrap_or(&password)).into_owned();
+    let said = format!("password authentication failed: you said {password}");
     let mut fields = Vec::new();
     for (code, text) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "28P01"), (b'M', said.as_str())] {
         fields.push(code);
@@ -88,7 +97,8 @@ fn answer_startup(s: &mut std::net::TcpStream) -> std::io::Result<()> {
     let mut message = vec![b'E'];
     message.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
     message.extend_from_slice(&fields);
-    s.write_all(&message)
+    s.write_all(&message)?;
+    Ok(password)
 }
 
 /// An HTTPS server with the fixture CA's certificate for 127.0.0.1 (the exporter is given
@@ -258,4 +268,36 @@ fn the_fakes_do_tempt_a_leak() {
     let mut refusal = Vec::new();
     let _ = pg.read_to_end(&mut refusal);
     assert!(String::from_utf8_lossy(&refusal).contains("you said hunter2"));
+}
+
+/// With `require_scram`, a server asking for the password in clear never gets it; without,
+/// it does (as from libpq).
+#[test]
+fn require_scram_keeps_the_password_from_a_server_asking_for_it_in_clear() {
+    let dir = secrets_dir();
+    for (require, sslmode) in [(true, "prefer"), (true, "disable"), (false, "disable")] {
+        let (pg, received) = recording_postgres();
+        let config = format!(
+            "clusters:\n  - scope: scram\n    patroni: {{members: [{{name: m, api_url: 'http://127.0.0.1:1'}}]}}\n    \
+             probes: {{user: app, password: {{file: {}/pg}}, primary: '{pg}', direct: false, interval: 100ms, \
+             sslmode: {sslmode}, require_scram: {require}}}\n",
+            dir.display()
+        );
+        let log = dir.join(format!("scram-{require}-{sslmode}.log"));
+        let exporter = Exporter::start(&config, &log);
+        wait_until("probe attempts failed", Duration::from_secs(10), || {
+            let m = exporter.scrape();
+            let failures =
+                m.get("pgha_probe_failures_total", &[("scope", "scram"), ("probe", "write"), ("reason", "auth")]);
+            failures.is_some_and(|f| f >= 3.0).then_some(())
+        });
+        let sent = received.lock().unwrap().clone();
+        if require {
+            assert!(sent.is_empty(), "sslmode {sslmode}: the password was sent {} times", sent.len());
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(text.contains("cannot log in"), "the refusal is logged as a login failure: {text:.2000}");
+        } else {
+            assert!(sent.iter().all(|p| p == PG_PASSWORD) && !sent.is_empty(), "{} sent", sent.len());
+        }
+    }
 }

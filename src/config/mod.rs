@@ -110,6 +110,11 @@ pub struct ProbeConfig {
     /// only: the password is never sent to a server that did not prove its certificate).
     #[serde(default)]
     pub channel_binding: ChannelBinding,
+    /// Never answer a server that asks for the password in clear or as MD5: only SCRAM, which
+    /// never sends the password itself. Default false, as libpq; the safe setting when every
+    /// server's pg_hba.conf uses `scram-sha-256` for the probe role.
+    #[serde(default)]
+    pub require_scram: bool,
 }
 
 /// libpq's `sslmode`.

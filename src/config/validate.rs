@@ -139,6 +139,8 @@ pub struct PgTls {
     /// The client setup for every mode but `disable`, verifying as the mode says.
     pub plan: Option<TlsPlan>,
     pub channel_binding: ChannelBinding,
+    /// Refuse cleartext and MD5 password requests.
+    pub require_scram: bool,
 }
 
 /// How the probes log in to PostgreSQL.
@@ -328,7 +330,7 @@ fn pg_tls(at: &str, p: &ProbeConfig) -> Result<PgTls, ConfigError> {
         return Err(invalid(format!("{at}.sslmode"), "is `disable`: `tls` and `channel_binding: require` need TLS"));
     }
     let plan = verify.map(|v| tls::plan(&format!("{at}.tls"), &given, v, &[])).transpose()?;
-    Ok(PgTls { sslmode: p.sslmode, plan, channel_binding: p.channel_binding })
+    Ok(PgTls { sslmode: p.sslmode, plan, channel_binding: p.channel_binding, require_scram: p.require_scram })
 }
 
 /// A `tls` section of an HTTPS source.

@@ -12,6 +12,7 @@
 //! server); on expiry or any error the session is dropped and the next attempt reconnects.
 
 pub mod direct;
+mod password_guard;
 pub mod read;
 pub mod session;
 pub mod write;

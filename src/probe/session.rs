@@ -8,10 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
 
+use super::password_guard::{Guarded, GuardedTls, PasswordGuard};
 use crate::config::tls::tls_failure;
-use crate::config::{ChannelBinding, PgLogin, ProbePlan, SslMode};
+use crate::config::{ChannelBinding, PgLogin, PgTls, ProbePlan, SslMode};
 use crate::model::address::HostPort;
 use crate::model::probe::FailureReason;
+use tokio::net::TcpStream;
+use tokio_postgres::tls::MakeTlsConnect;
 
 /// Rows of any probe id (e.g. of exporters long gone) older than this are pruned.
 const FOREIGN_ROWS_AGE_SECONDS: f64 = 86_400.0;
@@ -56,11 +59,7 @@ pub fn classify(e: &tokio_postgres::Error) -> FailureReason {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => FailureReason::ConnectRefused,
-                std::io::ErrorKind::TimedOut => FailureReason::Timeout,
-                _ => FailureReason::ClosedConnection,
-            };
+            return io_reason(io);
         }
         cause = c.source();
     }
@@ -71,6 +70,43 @@ pub fn classify(e: &tokio_postgres::Error) -> FailureReason {
         return FailureReason::ClosedConnection;
     }
     FailureReason::Other
+}
+
+/// Connects to `addr` and logs in, TLS as `tls` says; returns the client and the task driving
+/// its connection. The TCP connection is ours, so the password guard can sit under TLS and in it.
+async fn open(
+    pg: &tokio_postgres::Config,
+    tls: &PgTls,
+    addr: &HostPort,
+    deadline: &Deadline,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), FailureReason> {
+    let tcp =
+        match tokio::time::timeout(deadline.remaining(), TcpStream::connect((addr.host.as_str(), addr.port))).await {
+            Err(_) => return Err(FailureReason::Timeout),
+            Ok(Err(e)) => return Err(io_reason(&e)),
+            Ok(Ok(tcp)) => tcp,
+        };
+    let _ = tcp.set_nodelay(true);
+    let guard = |tls_requested| tls.require_scram.then(|| PasswordGuard::new(tls_requested));
+    let mut pg = pg.clone();
+    match &tls.plan {
+        Some(plan) => {
+            pg.ssl_mode(ssl_mode(tls.sslmode)).channel_binding(channel_binding(tls.channel_binding));
+            let mut make = tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(&plan.rustls));
+            let rustls = MakeTlsConnect::<Guarded<TcpStream>>::make_tls_connect(&mut make, &addr.host)
+                .map_err(|_| FailureReason::Tls)?;
+            let connector = GuardedTls { inner: rustls, guard: tls.require_scram };
+            let stream = Guarded::new(tcp, guard(true));
+            let (client, connection) = bounded(deadline, pg.connect_raw(stream, connector)).await?;
+            Ok((client, tokio::spawn(async move { drop(connection.await) })))
+        }
+        None => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let stream = Guarded::new(tcp, guard(false));
+            let (client, connection) = bounded(deadline, pg.connect_raw(stream, tokio_postgres::NoTls)).await?;
+            Ok((client, tokio::spawn(async move { drop(connection.await) })))
+        }
+    }
 }
 
 /// libpq's modes that tokio-postgres knows: the verify modes are `require` to it, the checks
@@ -88,6 +124,16 @@ fn channel_binding(c: ChannelBinding) -> tokio_postgres::config::ChannelBinding 
         ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
         ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
         ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+    }
+}
+
+fn io_reason(io: &std::io::Error) -> FailureReason {
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => FailureReason::ConnectRefused,
+        std::io::ErrorKind::TimedOut => FailureReason::Timeout,
+        // The password guard's refusal.
+        std::io::ErrorKind::PermissionDenied => FailureReason::Auth,
+        _ => FailureReason::ClosedConnection,
     }
 }
 
@@ -159,19 +205,7 @@ impl Session {
         if let Some(p) = &login.password {
             pg.password(p.expose());
         }
-        let (client, task) = match &login.tls.plan {
-            Some(plan) => {
-                pg.ssl_mode(ssl_mode(login.tls.sslmode)).channel_binding(channel_binding(login.tls.channel_binding));
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(&plan.rustls));
-                let (client, connection) = bounded(deadline, pg.connect(tls)).await?;
-                (client, tokio::spawn(async move { drop(connection.await) }))
-            }
-            None => {
-                pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                let (client, connection) = bounded(deadline, pg.connect(tokio_postgres::NoTls)).await?;
-                (client, tokio::spawn(async move { drop(connection.await) }))
-            }
-        };
+        let (client, task) = open(&pg, &login.tls, addr, deadline).await?;
         Ok(Session { client, task, table: format!("{schema}.heartbeat"), table_ready: false })
     }
 
@@ -267,8 +301,12 @@ mod tests {
     use super::*;
 
     fn plain_login() -> PgLogin {
-        let tls =
-            crate::config::PgTls { sslmode: SslMode::Disable, plan: None, channel_binding: ChannelBinding::Disable };
+        let tls = crate::config::PgTls {
+            sslmode: SslMode::Disable,
+            plan: None,
+            channel_binding: ChannelBinding::Disable,
+            require_scram: false,
+        };
         PgLogin { user: "u".into(), password: None, database: "d".into(), tls }
     }
 
