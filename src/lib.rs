@@ -181,6 +181,8 @@ pub async fn preflight(config: &ValidatedConfig) -> Result<(), SetupError> {
             },
             Err(FailureReason::Auth) => tracing::warn!(scope = %c.scope, user = %p.login.user,
                 "the probe role cannot log in through the primary port (password, pg_hba.conf); the probe retries"),
+            Err(FailureReason::Tls) => tracing::warn!(scope = %c.scope, sslmode = ?p.login.tls.sslmode,
+                "TLS with the primary port failed (certificate, CA, server_name, or TLS off on the server); the probe retries"),
             Err(reason) => tracing::warn!(scope = %c.scope, reason = reason.as_str(),
                 "cannot reach the primary port yet; the probe retries"),
         }

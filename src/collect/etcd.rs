@@ -267,7 +267,8 @@ impl EtcdPoller {
             };
             (started, Instant::now(), client, result)
         });
-        let results = futures::future::join_all(calls).await;
+        let mut results = futures::future::join_all(calls).await;
+        self.explain_tls_failures(&mut results).await;
         let mut best: Option<(u8, Client)> = None;
         let mut endpoints = Vec::new();
         for (i, (started, at, client, result)) in results.into_iter().enumerate() {
@@ -277,7 +278,7 @@ impl EtcdPoller {
                 }
             }
             // A client whose channel broke is rebuilt next round.
-            if matches!(result, Err(EtcdError::Connect(_))) {
+            if matches!(result, Err(EtcdError::Connect(_) | EtcdError::Tls(_))) {
                 self.clients[i] = None;
             }
             let reading = Reading { at, duration: at - started, result: result.map_err(TargetError::from) };
@@ -288,6 +289,25 @@ impl EtcdPoller {
             None => (None, None),
         };
         EtcdRound { endpoints, member_list, keys }
+    }
+
+    /// A call to an https endpoint that failed on a connection closed without a reason may have
+    /// been refused by TLS after the handshake: one handshake of our own tells.
+    async fn explain_tls_failures<T>(&self, results: &mut [(Instant, Instant, T, Result<EndpointStatus, EtcdError>)]) {
+        let Some(plan) = &self.plan.tls else { return };
+        let timeout = self.plan.polling.timeout;
+        let checks = results.iter().zip(&self.plan.endpoints).map(|((_, _, _, result), endpoint)| async move {
+            let unexplained = matches!(result, Err(EtcdError::Connect(_) | EtcdError::Rpc(_)));
+            match unexplained && endpoint.starts_with("https://") {
+                true => super::tls_check::diagnose(endpoint, plan, timeout).await,
+                false => None,
+            }
+        });
+        for (i, why) in futures::future::join_all(checks).await.into_iter().enumerate() {
+            if let Some(why) = why {
+                results[i].3 = Err(EtcdError::Tls(why));
+            }
+        }
     }
 
     /// Member list and Patroni's keys, from one member.

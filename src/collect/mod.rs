@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod haproxy;
 pub mod http;
 pub mod patroni;
+pub mod tls_check;
 
 use std::future::Future;
 use std::time::Instant;

@@ -240,5 +240,43 @@ pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
         next = cause.source();
     }
+    // Some layers (tonic's transport) keep only the text of a TLS error.
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if let Some(at) = TLS_PHRASES.iter().find_map(|p| text.find(p)) {
+            // From the phrase to the end of the quoted or bracketed error that holds it.
+            let rest = &text[at..];
+            return Some(rest[..rest.find(['"', ')', '}']).unwrap_or(rest.len())].trim_end().to_string());
+        }
+        next = cause.source();
+    }
     None
+}
+
+/// How rustls' errors read (its `Display`), for errors that kept only their text.
+const TLS_PHRASES: [&str; 5] = [
+    "invalid peer certificate",
+    "received fatal alert",
+    "peer sent no certificates",
+    "peer is incompatible",
+    "peer misbehaved",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_failure_is_found_in_the_causes_or_in_their_text() {
+        let wrapped =
+            std::io::Error::other(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired));
+        let outer = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, wrapped);
+        assert_eq!(tls_failure(&outer).as_deref(), Some("received fatal alert: CertificateRequired"));
+        let text = std::io::Error::other(
+            "grpc request error: source: hyper::Error(Io, Custom { error: \"invalid peer certificate: Expired\" })",
+        );
+        assert_eq!(tls_failure(&text).as_deref(), Some("invalid peer certificate: Expired"));
+        assert_eq!(tls_failure(&std::io::Error::other("connection closed")), None);
+    }
 }

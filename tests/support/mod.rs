@@ -50,12 +50,17 @@ pub struct LabGuard {
 
 impl LabGuard {
     pub fn up(exporter_log: PathBuf) -> Self {
+        Self::up_with(exporter_log, &["up"])
+    }
+
+    /// The lab brought up with `lab <args>` (e.g. `up --tls`).
+    pub fn up_with(exporter_log: PathBuf, args: &[&str]) -> Self {
         assert!(
             Command::new("patroni").arg("--version").output().is_ok(),
             "the lab needs Debian's etcd, patroni, haproxy and postgresql: run `.ci/run` or `compose/local/lab install`"
         );
         let guard = LabGuard { exporter_log };
-        lab(&["up"]);
+        lab(args);
         guard
     }
 }

@@ -19,24 +19,40 @@ pub struct Writer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-async fn attempt(client: &mut Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>) -> bool {
-    if client.is_none() {
-        let connect = tokio_postgres::connect(
-            "host=127.0.0.31 port=15000 user=app password=app dbname=app connect_timeout=1 application_name=it-writer",
-            tokio_postgres::NoTls,
-        );
-        let Ok(Ok((c, conn))) = tokio::time::timeout(DEADLINE, connect).await else { return false };
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let create = c.batch_execute(
-            "CREATE TABLE IF NOT EXISTS it_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
-        );
-        if !matches!(tokio::time::timeout(DEADLINE, create).await, Ok(Ok(()))) {
-            task.abort();
-            return false;
+const CONNECT: &str =
+    "host=127.0.0.31 port=15000 user=app password=app dbname=app connect_timeout=1 application_name=it-writer";
+
+type Session = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
+
+/// A session through HAProxy's primary port, over TLS when `tls` is given (the TLS lab).
+async fn connect(tls: Option<&rustls::ClientConfig>) -> Option<Session> {
+    let (c, task) = match tls {
+        None => {
+            let connect = tokio_postgres::connect(CONNECT, tokio_postgres::NoTls);
+            let (c, conn) = tokio::time::timeout(DEADLINE, connect).await.ok()?.ok()?;
+            (c, tokio::spawn(async move { drop(conn.await) }))
         }
-        *client = Some((c, task));
+        Some(config) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config.clone());
+            let params = format!("{CONNECT} sslmode=require");
+            let connect = tokio_postgres::connect(&params, tls);
+            let (c, conn) = tokio::time::timeout(DEADLINE, connect).await.ok()?.ok()?;
+            (c, tokio::spawn(async move { drop(conn.await) }))
+        }
+    };
+    let create = c
+        .batch_execute("CREATE TABLE IF NOT EXISTS it_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())");
+    if !matches!(tokio::time::timeout(DEADLINE, create).await, Ok(Ok(()))) {
+        task.abort();
+        return None;
+    }
+    Some((c, task))
+}
+
+async fn attempt(client: &mut Option<Session>, tls: Option<&rustls::ClientConfig>) -> bool {
+    if client.is_none() {
+        let Some(session) = connect(tls).await else { return false };
+        *client = Some(session);
     }
     let (c, _) = client.as_ref().unwrap();
     let ok = matches!(
@@ -53,6 +69,11 @@ async fn attempt(client: &mut Option<(tokio_postgres::Client, tokio::task::JoinH
 
 impl Writer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A writer over TLS when `tls` is given.
+    pub fn start_with(tls: Option<rustls::ClientConfig>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (s, l) = (stop.clone(), log.clone());
@@ -64,7 +85,7 @@ impl Writer {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !s.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    let ok = attempt(&mut client).await;
+                    let ok = attempt(&mut client, tls.as_ref()).await;
                     l.lock().unwrap().push((Instant::now(), ok));
                 }
             });
