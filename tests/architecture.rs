@@ -138,3 +138,21 @@ fn the_checks_can_fail() {
     assert_eq!(find_cycle(&g).map(|c| c.len()), Some(4));
     assert_eq!(code("let x = 1; // tokio::spawn"), "let x = 1; ");
 }
+
+/// One rustls crypto provider in the build for this machine: with two compiled in (ring beside
+/// aws-lc-rs), rustls' default builder panics at run time in whichever library calls it.
+/// (Cargo.lock lists ring for other platforms; `cargo tree` tells what this build links.)
+#[test]
+fn one_crypto_provider_is_built() {
+    let tree = |krate: &str| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "--locked", "--edges", "normal", "--invert", krate])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(tree("aws-lc-rs").starts_with("aws-lc-rs"), "aws-lc-rs is the provider");
+    assert_eq!(tree("ring"), "", "ring is built too: a second crypto provider");
+}
