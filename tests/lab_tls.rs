@@ -123,6 +123,7 @@ fn exporter_reads_the_tls_lab() {
     steps.run("an expired client certificate", || expired_client(&files), || {});
     steps.run("no client certificate", || no_client(&files), || {});
     steps.run("verify-full with a wrong server name, require", || server_name(&files), || {});
+    steps.run("no secret in a debug log of the TLS lab", || no_secret_at_debug(&files), || {});
     steps.finish();
 }
 
@@ -300,4 +301,48 @@ fn server_name(files: &LabTls) {
     );
     let full = probe("verify-full-member", "verify-full", Some(require.leader(SCOPE).expect("a leader")));
     assert_eq!(full.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]), Some(1.0), "the leader's name");
+}
+
+/// An exporter logging at debug level (text and JSON) while it logs in to etcd, presents its
+/// client certificate and logs in to PostgreSQL: neither the etcd password nor the key's
+/// contents appear in its log, `/metrics` or `/api/v1/events`.
+fn no_secret_at_debug(files: &LabTls) {
+    let password = std::fs::read_to_string(files.path("etcd password")).unwrap().trim().to_string();
+    let key = std::fs::read_to_string(files.path("client key")).unwrap();
+    let mut secrets: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    secrets.push(&password);
+    assert!(password.len() >= 8, "a distinctive password");
+    for format in ["text", "json"] {
+        let (config_path, addr) = Exporter::prepare(&config(files, &good(files)));
+        let log = std::env::temp_dir().join(format!("pgha-it-tls-debug-{format}-{}.log", std::process::id()));
+        let child = std::process::Command::new(support::binary())
+            .args(["--config.file", config_path.to_str().unwrap(), "--web.listen-address", &addr.to_string()])
+            .args(["--log.level", "debug", "--log.format", format])
+            .env_remove("RUST_LOG")
+            .env("PGHA_PROBE_PASSWORD", "app")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let exporter = Exporter { child, addr };
+        wait_until("etcd, Patroni and the probes answer", Duration::from_secs(20), || {
+            let m = http_get(addr, "/metrics").ok().filter(|(s, _)| *s == 200).map(|(_, b)| Metrics::parse(&b))?;
+            (m.get("pgha_etcd_quorum", &[("scope", SCOPE)]) == Some(1.0)
+                && m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)
+                && m.leader(SCOPE).is_some())
+            .then_some(())
+        });
+        let mut seen = vec![std::fs::read_to_string(&log).unwrap()];
+        for path in ["/metrics", "/api/v1/events", "/"] {
+            seen.push(http_get(addr, path).unwrap().1);
+        }
+        drop(exporter);
+        seen.push(std::fs::read_to_string(&log).unwrap());
+        assert!(seen[0].contains("DEBUG") || seen[0].contains("\"level\":\"DEBUG\""), "a debug log");
+        for text in &seen {
+            for secret in &secrets {
+                assert!(!text.contains(secret), "a secret ({:.4}…) in the {format} run's output", secret);
+            }
+        }
+    }
 }
