@@ -64,14 +64,42 @@ async fn events(State(state): State<AppState>, axum::extract::Query(q): axum::ex
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    match crate::metrics::encode(&state.registry) {
-        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
-        Err(_) => {
-            tracing::error!("encoding metrics failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response()
+/// OpenMetrics for a scraper that asks for it (Prometheus does), the text format otherwise, as
+/// client_golang negotiates; gzipped when the client accepts it.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let asked = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).unwrap_or("");
+    let (body, content_type) = if accepts(asked(header::ACCEPT), "application/openmetrics-text") {
+        match crate::metrics::encode(&state.registry) {
+            Ok(text) => (text, OPENMETRICS),
+            Err(_) => {
+                tracing::error!("encoding metrics failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response();
+            }
         }
+    } else {
+        let families = crate::metrics::build(&state.clusters, std::time::Instant::now());
+        (crate::metrics::text::encode(&families), crate::metrics::text::CONTENT_TYPE)
+    };
+    if !accepts(asked(header::ACCEPT_ENCODING), "gzip") {
+        return ([(header::CONTENT_TYPE, content_type)], body).into_response();
     }
+    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    match std::io::Write::write_all(&mut gz, body.as_bytes()).and_then(|()| gz.finish()) {
+        Ok(zipped) => {
+            ([(header::CONTENT_TYPE, content_type), (header::CONTENT_ENCODING, "gzip")], zipped).into_response()
+        }
+        Err(_) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+    }
+}
+
+/// Whether a header listing values with optional parameters (`Accept`, `Accept-Encoding`)
+/// accepts `wanted`: listed with a quality other than 0.
+fn accepts(header: &str, wanted: &str) -> bool {
+    header.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let refused = |p: &str| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()) == Some(0.0);
+        parts.next().is_some_and(|v| v.eq_ignore_ascii_case(wanted)) && !parts.any(refused)
+    })
 }
 
 /// Healthy while every source's readings are fresh: a collection that stopped makes the exporter
@@ -224,7 +252,7 @@ mod tests {
         let app = app(AppState::new(vec![cluster.clone()]));
         let (status, body, ct) = get_text(app.clone(), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(ct.as_deref(), Some(OPENMETRICS));
+        assert_eq!(ct.as_deref(), Some(crate::metrics::text::CONTENT_TYPE), "no Accept: the text format");
         assert!(body.contains("pgha_build_info"), "{body}");
         assert_eq!(get_text(app.clone(), "/-/healthy").await.0, StatusCode::OK);
         let (status, why, _) = get_text(app.clone(), "/-/ready").await;
@@ -253,6 +281,37 @@ mod tests {
         assert_eq!(v["events"][0]["kind"], "etcd_leader_changed");
         assert_eq!(v["events"][0]["member"], "etcd2");
         assert_eq!(v["events"][0]["detail"], "etcd1 -> etcd2");
+    }
+
+    #[tokio::test]
+    async fn the_format_is_negotiated_and_gzip_given_when_accepted() {
+        use std::io::Read;
+        let yaml = "clusters:\n  - scope: s\n    patroni: {members: [{name: m, api_url: 'http://m:1'}]}\n";
+        let plan = crate::config::Config::parse(yaml).unwrap().clusters.remove(0);
+        let app = app(AppState::new(vec![Arc::new(ClusterState::new(plan, None))]));
+        let get = |accept: &'static str, encoding: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = Request::get("/metrics").header("accept", accept).header("accept-encoding", encoding);
+                let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+                let h =
+                    |name| response.headers().get(name).map(|v: &header::HeaderValue| v.to_str().unwrap().to_string());
+                let (ct, ce) = (h(header::CONTENT_TYPE), h(header::CONTENT_ENCODING));
+                (ct, ce, axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec())
+            }
+        };
+        // Prometheus's own Accept header.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (ct, ce, body) = get(prometheus, "").await;
+        assert_eq!((ct.as_deref(), ce), (Some(OPENMETRICS), None));
+        assert!(String::from_utf8(body).unwrap().ends_with("# EOF\n"));
+        let (ct, ce, body) = get("application/openmetrics-text;q=0, text/plain", "gzip, deflate").await;
+        assert_eq!((ct.as_deref(), ce.as_deref()), (Some(crate::metrics::text::CONTENT_TYPE), Some("gzip")));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+        assert!(text.contains("# TYPE pgha_build_info gauge\n") && !text.contains("# EOF"), "{text}");
+        let (_, ce, _) = get("*/*", "gzip;q=0").await;
+        assert_eq!(ce, None, "gzip refused with q=0");
     }
 
     async fn exporter_with(limits: ServeLimits) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {

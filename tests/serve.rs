@@ -157,3 +157,47 @@ fn an_etcd_host_that_drops_syns_is_logged_once_per_kind() {
     assert!(failed >= 5.0, "the endpoint was called again and again: {failed} failures");
     assert!((1..=2).contains(&lines), "{lines} lines for {failed} failures");
 }
+
+/// `/metrics` without an Accept header is the text format, and `promtool check metrics` finds
+/// nothing to say about it: three members and an HAProxy serving the healthy lab's recordings.
+#[test]
+#[ignore = "needs promtool (Debian: prometheus): run compose/local/test"]
+fn the_text_format_passes_promtool_check_metrics() {
+    use std::io::Write;
+    let cluster = fakes::fixture("cluster-from-node1.json");
+    let members: Vec<String> = (1..=3)
+        .map(|i| {
+            let status = fakes::fixture(&format!("patroni-node{i}.json"));
+            let url = fakes::patroni_member(100_000, status, Some(cluster.clone()));
+            format!("{{name: node{i}, api_url: '{url}', postgres: '127.0.0.2{i}:15432'}}")
+        })
+        .collect();
+    let csv = fakes::fixture("haproxy.csv");
+    let haproxy = fakes::http_server(100_000, move |path, _| (path == "/;csv").then(|| csv.clone()));
+    let config = format!(
+        "clusters:\n  - scope: demo\n    patroni: {{members: [{}]}}\n    haproxy: [{{stats_url: '{haproxy}/;csv'}}]\n",
+        members.join(", ")
+    );
+    let exporter = Exporter::start(&config, &log("promtool"));
+    let (_, body) = wait_until("members and HAProxy read", Duration::from_secs(10), || {
+        let (status, body) = http_get(exporter.addr, "/metrics").ok()?;
+        let m = Metrics::parse(&body);
+        (status == 200 && m.leader("demo").is_some() && m.get("pgha_source_up", &[("source", "haproxy")]) == Some(1.0))
+            .then_some((status, body))
+    });
+    assert!(!body.contains("# EOF") && body.contains("# TYPE pgha_build_info gauge"), "the text format");
+    let mut promtool = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(p) => p,
+        Err(e) => panic!("promtool is missing ({e}): install Debian's prometheus"),
+    };
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}");
+}

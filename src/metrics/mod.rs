@@ -12,6 +12,7 @@
 mod outcomes;
 pub mod process;
 mod sources;
+pub mod text;
 
 #[cfg(test)]
 mod golden;
