@@ -11,6 +11,8 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::state::ClusterState;
+use crate::web::auth::Authenticator;
+use crate::web::WebSource;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -18,11 +20,20 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub clusters: Vec<Arc<ClusterState>>,
+    /// `--web.config.file`: TLS, users and headers for every endpoint.
+    pub web: Arc<WebSource>,
+    pub auth: Arc<Authenticator>,
 }
 
 impl AppState {
+    /// Open endpoints (no web configuration file).
     pub fn new(clusters: Vec<Arc<ClusterState>>) -> Self {
-        Self { registry: Arc::new(crate::metrics::registry(clusters.clone())), clusters }
+        Self::with_web(clusters, WebSource::none())
+    }
+
+    pub fn with_web(clusters: Vec<Arc<ClusterState>>, web: WebSource) -> Self {
+        let registry = Arc::new(crate::metrics::registry(clusters.clone()));
+        Self { registry, clusters, web: Arc::new(web), auth: Arc::new(Authenticator::default()) }
     }
 }
 
@@ -33,7 +44,27 @@ pub fn app(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/events", get(events))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Every endpoint: the users of the web configuration (a 401 otherwise) and its headers.
+async fn guard(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let web = state.web.current();
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !state.auth.allows(&web, authorization).await {
+        let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"pgha-exporter\"")];
+        return (StatusCode::UNAUTHORIZED, challenge, "Unauthorized\n").into_response();
+    }
+    let mut response = next.run(request).await;
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 #[derive(serde::Deserialize)]
@@ -183,15 +214,17 @@ pub struct ServeLimits {
     pub header_read_timeout: std::time::Duration,
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` completes, then waits for the
-/// connections in flight to finish (the caller bounds that wait).
+/// Serves `app` on every listener within `limits` (one cap for all of them), over TLS when the
+/// web configuration in force at each new connection says so, until `shutdown` completes; then
+/// waits for the connections in flight to finish (the caller bounds that wait).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     app: Router,
+    web: Arc<WebSource>,
     limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioTimer;
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -199,8 +232,9 @@ pub async fn serve(
     let mut refused = false;
     tokio::pin!(shutdown);
     loop {
+        let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            (accepted, _, _) = futures::future::select_all(accepts) => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors, most likely: wait a little rather than spin.
@@ -218,14 +252,39 @@ pub async fn serve(
             continue;
         };
         refused = false;
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (app, builder, watcher, tls) =
+            (app.clone(), builder.clone(), graceful.watcher(), web.current().tls.clone());
+        let handshake_deadline = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => serve_stream(stream, &builder, app, watcher).await,
+                Some(config) => {
+                    let accepting = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(handshake_deadline, accepting).await {
+                        Ok(Ok(tls)) => serve_stream(tls, &builder, app, watcher).await,
+                        // The client's problem (no or a wrong certificate, plain HTTP): not ours to log loudly.
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
     graceful.shutdown().await;
+}
+
+async fn serve_stream<S>(
+    stream: S,
+    builder: &hyper::server::conn::http1::Builder,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = watcher.watch(connection).await;
 }
 
 #[cfg(test)]
@@ -320,7 +379,9 @@ mod tests {
         let cluster = Arc::new(ClusterState::new(plan, None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, app(AppState::new(vec![cluster])), limits, std::future::pending()));
+        let state = AppState::new(vec![cluster]);
+        let web = state.web.clone();
+        let server = tokio::spawn(serve(vec![listener], app(state), web, limits, std::future::pending()));
         (addr, server)
     }
 

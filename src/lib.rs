@@ -16,6 +16,7 @@ pub mod probe;
 pub mod state;
 pub mod tasks;
 pub mod timeline;
+pub mod web;
 
 #[cfg(test)]
 mod testing;

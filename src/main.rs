@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use pgha_exporter::config::Config;
 use pgha_exporter::http::{app, serve, AppState, ServeLimits};
+use pgha_exporter::web::WebSource;
 
 #[derive(Parser)]
 #[command(
@@ -20,9 +21,12 @@ struct Cli {
     /// The YAML configuration file.
     #[arg(long = "config.file", global = true, default_value = "pgha-exporter.yml")]
     config_file: PathBuf,
-    /// Address to serve /metrics on.
+    /// Address to serve /metrics on; repeat the flag for several.
     #[arg(long = "web.listen-address", global = true, default_value = "127.0.0.1:9744")]
-    listen_address: SocketAddr,
+    listen_address: Vec<SocketAddr>,
+    /// TLS, basic auth and headers for every endpoint, in exporter-toolkit's web config format.
+    #[arg(long = "web.config.file", global = true)]
+    web_config_file: Option<PathBuf>,
     /// Most HTTP connections served at once; more are closed at once.
     #[arg(long = "web.max-connections", global = true, default_value_t = 256)]
     max_connections: usize,
@@ -123,15 +127,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     pgha_exporter::preflight(&config).await?;
     let clusters = pgha_exporter::start(&config);
     let scopes: Vec<&str> = clusters.iter().map(|c| c.scope()).collect();
-    let listener = tokio::net::TcpListener::bind(cli.listen_address)
-        .await
-        .with_context(|| format!("binding {}", cli.listen_address))?;
-    tracing::info!(address = %cli.listen_address, clusters = ?scopes, version = env!("CARGO_PKG_VERSION"), "serving /metrics");
+    let web = match &cli.web_config_file {
+        Some(path) => WebSource::load(path).context("loading the web configuration")?,
+        None => WebSource::none(),
+    };
+    let tls = web.current().tls.is_some();
+    let mut listeners = Vec::new();
+    for address in &cli.listen_address {
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+        listeners.push(listener);
+    }
+    tracing::info!(addresses = ?cli.listen_address, tls, clusters = ?scopes, version = env!("CARGO_PKG_VERSION"), "serving /metrics");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let limits =
         ServeLimits { max_connections: cli.max_connections, header_read_timeout: cli.header_read_timeout.into() };
-    let server = serve(listener, app(AppState::new(clusters)), limits, async move {
+    let state = AppState::with_web(clusters, web);
+    let web = state.web.clone();
+    let server = serve(listeners, app(state), web, limits, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });

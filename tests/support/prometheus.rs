@@ -28,14 +28,23 @@ pub fn unix_now() -> f64 {
 
 impl Prometheus {
     pub fn start(exporter: SocketAddr) -> Self {
-        let dir = std::env::temp_dir().join(format!("pgha-it-prometheus-{}", std::process::id()));
+        Self::start_jobs(&format!(
+            "  - job_name: pgha-exporter\n    static_configs:\n      - targets: ['{exporter}']\n"
+        ))
+    }
+
+    /// Scraping with `jobs`, entries of `scrape_configs` as YAML.
+    pub fn start_jobs(jobs: &str) -> Self {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pgha-it-prometheus-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let rules = repo().join("prometheus/rules");
         let config = format!(
             "global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n\
              rule_files: ['{}/*.yml']\n\
-             scrape_configs:\n  - job_name: pgha-exporter\n    static_configs:\n      - targets: ['{exporter}']\n",
+             scrape_configs:\n{jobs}",
             rules.display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -73,6 +82,11 @@ impl Prometheus {
     pub fn query(&self, query: &str) -> Vec<serde_json::Value> {
         let v = self.get(&format!("/api/v1/query?query={}", encode(query)));
         v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The active targets, as `/api/v1/targets` gives them.
+    pub fn targets(&self) -> Vec<serde_json::Value> {
+        self.get("/api/v1/targets")["data"]["activeTargets"].as_array().cloned().unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
