@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use crate::fleet::Fleet;
 use crate::state::ClusterState;
 use crate::web::auth::Authenticator;
 use crate::web::WebSource;
@@ -19,21 +20,23 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
-    pub clusters: Vec<Arc<ClusterState>>,
+    pub fleet: Arc<Fleet>,
     /// `--web.config.file`: TLS, users and headers for every endpoint.
     pub web: Arc<WebSource>,
     pub auth: Arc<Authenticator>,
+    /// `POST /-/reload` is served (`--web.enable-lifecycle`).
+    pub lifecycle: bool,
 }
 
 impl AppState {
-    /// Open endpoints (no web configuration file).
+    /// Fixed clusters, open endpoints, no lifecycle API (tests).
     pub fn new(clusters: Vec<Arc<ClusterState>>) -> Self {
-        Self::with_web(clusters, WebSource::none())
+        Self::with_web(Fleet::fixed(clusters), WebSource::none(), false)
     }
 
-    pub fn with_web(clusters: Vec<Arc<ClusterState>>, web: WebSource) -> Self {
-        let registry = Arc::new(crate::metrics::registry(clusters.clone()));
-        Self { registry, clusters, web: Arc::new(web), auth: Arc::new(Authenticator::default()) }
+    pub fn with_web(fleet: Arc<Fleet>, web: WebSource, lifecycle: bool) -> Self {
+        let registry = Arc::new(crate::metrics::registry(fleet.clone()));
+        Self { registry, fleet, web: Arc::new(web), auth: Arc::new(Authenticator::default()), lifecycle }
     }
 }
 
@@ -44,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/events", get(events))
+        .route("/-/reload", axum::routing::post(reload))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -77,7 +81,8 @@ struct EventsQuery {
 /// `timeline::EVENTS_KEPT`.
 async fn events(State(state): State<AppState>, axum::extract::Query(q): axum::extract::Query<EventsQuery>) -> Response {
     let mut events: Vec<crate::timeline::Event> = state
-        .clusters
+        .fleet
+        .clusters()
         .iter()
         .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope()))
         .flat_map(|c| c.read().timeline.events.iter().cloned().collect::<Vec<_>>())
@@ -86,13 +91,29 @@ async fn events(State(state): State<AppState>, axum::extract::Query(q): axum::ex
     let limit = q.limit.unwrap_or(crate::timeline::EVENTS_KEPT);
     let skip = events.len().saturating_sub(limit);
     let failovers: Vec<serde_json::Value> = state
-        .clusters
+        .fleet
+        .clusters()
         .iter()
         .filter(|c| q.scope.as_deref().is_none_or(|s| s == c.scope()))
         .filter_map(|c| c.read().timeline.last.as_ref().map(|f| serde_json::json!({"scope": c.scope(), "failover": f})))
         .collect();
     let body = serde_json::json!({ "events": &events[skip..], "last_failovers": failovers });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Reads the configuration again, as SIGHUP does; only with `--web.enable-lifecycle`.
+async fn reload(State(state): State<AppState>) -> Response {
+    if !state.lifecycle {
+        return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response();
+    }
+    let fleet = state.fleet.clone();
+    match tokio::task::spawn_blocking(move || fleet.reload()).await {
+        Ok(Ok(changes)) => (StatusCode::OK, format!("{changes:?}\n")).into_response(),
+        Ok(Err(why)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {why}\n")).into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the reload stopped\n").into_response(),
+    }
 }
 
 /// OpenMetrics for a scraper that asks for it (Prometheus does), the text format otherwise, as
@@ -108,7 +129,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             }
         }
     } else {
-        let families = crate::metrics::build(&state.clusters, std::time::Instant::now());
+        let families = crate::metrics::exposed(&state.fleet, std::time::Instant::now());
         (crate::metrics::text::encode(&families), crate::metrics::text::CONTENT_TYPE)
     };
     if !accepts(asked(header::ACCEPT_ENCODING), "gzip") {
@@ -138,7 +159,8 @@ fn accepts(header: &str, wanted: &str) -> bool {
 async fn healthy(State(state): State<AppState>) -> Response {
     let now = std::time::Instant::now();
     let stale: Vec<String> = state
-        .clusters
+        .fleet
+        .clusters()
         .iter()
         .flat_map(|c| {
             c.stale_sources(now).into_iter().map(move |(source, age)| {
@@ -156,7 +178,8 @@ async fn healthy(State(state): State<AppState>) -> Response {
 
 /// Ready once every target of every cluster has had its first call (see `ClusterState::ready`).
 async fn ready(State(state): State<AppState>) -> Response {
-    let waiting: Vec<&str> = state.clusters.iter().filter(|c| !c.ready()).map(|c| c.scope()).collect();
+    let clusters = state.fleet.clusters();
+    let waiting: Vec<&str> = clusters.iter().filter(|c| !c.ready()).map(|c| c.scope()).collect();
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -174,7 +197,7 @@ fn escape(s: &str) -> String {
 
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let mut rows = String::new();
-    for c in &state.clusters {
+    for c in &state.fleet.clusters() {
         let data = c.read();
         let sources: Vec<String> = c
             .plan

@@ -9,6 +9,7 @@
 pub mod assess;
 pub mod collect;
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -26,26 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collect::http::HttpCaller;
-use config::{BasicCredentials, ClusterPlan, Polling, TlsPlan, ValidatedConfig};
+use config::{BasicCredentials, Polling, TlsPlan, ValidatedConfig};
 use model::probe::FailureReason;
 use probe::session::{Deadline, Session, SetupError, SLOW_STATEMENT};
 use state::ClusterState;
 
 /// How often conditions are re-assessed (verdict change events) and pending failovers closed.
 const ASSESS_EVERY: Duration = Duration::from_millis(200);
-
-/// Starts the tasks of every configured cluster on the current tokio runtime and returns the
-/// states they fill. Each cluster's tasks are its own: one cluster's failing targets cannot
-/// slow another's.
-pub fn start(config: &ValidatedConfig) -> Vec<Arc<ClusterState>> {
-    config::tls::install_default_provider();
-    let client = collect::http::http_client(None);
-    let clusters: Vec<Arc<ClusterState>> =
-        config.clusters.iter().map(|plan| start_cluster(plan.clone(), &client, config.max_body_bytes)).collect();
-    let all = clusters.clone();
-    tokio::spawn(tasks::supervise("down summary".into(), || {}, move || down_summary(all.clone())));
-    clusters
-}
 
 /// How often the targets that stay down are summed up in one log line.
 const DOWN_SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -54,13 +42,14 @@ const DOWN_SUMMARY_NAMED: usize = 10;
 
 /// A target's state changes are logged once each; those that stay down are summed up here,
 /// in one line a minute for every cluster together.
-async fn down_summary(clusters: Vec<Arc<ClusterState>>) {
+pub(crate) async fn down_summary(fleet: std::sync::Weak<fleet::Fleet>) {
     let mut tick = tasks::ticker(DOWN_SUMMARY_EVERY);
     tick.tick().await;
     loop {
         tick.tick().await;
+        let Some(fleet) = fleet.upgrade() else { return };
         let mut down = Vec::new();
-        for c in &clusters {
+        for c in &fleet.clusters() {
             let data = c.read();
             for source in c.plan.sources() {
                 for (target, h) in data.targets(source) {
@@ -77,9 +66,17 @@ async fn down_summary(clusters: Vec<Arc<ClusterState>>) {
     }
 }
 
-fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: usize) -> Arc<ClusterState> {
-    let probe_id = plan.probes.as_ref().map(|_| probe::new_probe_id());
-    let state = Arc::new(ClusterState::new(plan, probe_id.clone()));
+/// Starts the tasks filling `state`, on the current tokio runtime; they stop when the returned
+/// handles are dropped. Each cluster's tasks are its own: one cluster's failing targets cannot
+/// slow another's.
+pub(crate) fn run_cluster(
+    state: &Arc<ClusterState>,
+    client: &reqwest::Client,
+    max_body_bytes: usize,
+) -> Vec<tasks::AbortOnDrop> {
+    let mut running = Vec::new();
+    let running = &mut running;
+    let probe_id = state.read().probes.probe_id.clone();
     let plan = state.plan.clone();
     let caller = |polling: Polling, auth: &Option<BasicCredentials>, tls: &Option<TlsPlan>| HttpCaller {
         client: tls.as_ref().map_or_else(|| client.clone(), |t| collect::http::http_client(Some(t))),
@@ -91,63 +88,71 @@ fn start_cluster(plan: ClusterPlan, client: &reqwest::Client, max_body_bytes: us
     let every = plan.patroni.polling.interval;
     let s = state.clone();
     state.register_task("patroni_member");
-    spawn_supervised(&state, "patroni_members", {
+    spawn_supervised(running, state, "patroni_members", {
         let (s, patroni) = (s.clone(), patroni.clone());
         move || collect::patroni::supervise_members(s.clone(), patroni.clone(), every)
     });
-    spawn_supervised(&state, "patroni_view", {
+    spawn_supervised(running, state, "patroni_view", {
         let s = s.clone();
         move || collect::patroni::watch_cluster_view(s.clone(), patroni.clone(), every)
     });
     if let Some(etcd) = plan.etcd {
         let (s1, e) = (s.clone(), etcd.clone());
-        spawn_supervised(&state, "etcd", move || collect::etcd::EtcdPoller::new(s1.clone(), e.clone()).run());
+        spawn_supervised(running, state, "etcd", move || collect::etcd::EtcdPoller::new(s1.clone(), e.clone()).run());
         let s2 = s.clone();
-        spawn_supervised(&state, "dcs_watch", move || {
+        spawn_supervised(running, state, "dcs_watch", move || {
             collect::dcs_watch::DcsWatch::new(s2.clone(), etcd.clone()).run()
         });
     }
     for h in plan.haproxy {
         let (s, http) = (s.clone(), caller(h.polling, &h.auth, &h.tls));
-        spawn_supervised(&state, "haproxy", move || collect::haproxy::poll(s.clone(), http.clone(), h.clone()));
+        spawn_supervised(running, state, "haproxy", move || collect::haproxy::poll(s.clone(), http.clone(), h.clone()));
     }
     if let (Some(p), Some(id)) = (plan.probes, probe_id) {
         tracing::info!(scope = %plan.scope, probe_id = %id, "probes start");
         if let Some(addr) = p.primary.clone() {
             let (s, p, id) = (s.clone(), p.clone(), id.clone());
-            spawn_supervised(&state, "write_probe", move || {
+            spawn_supervised(running, state, "write_probe", move || {
                 probe::write::WriteProbe::new(s.clone(), p.clone(), addr.clone(), id.clone()).run()
             });
         }
         if let Some(addr) = p.replicas.clone() {
             let (s, p, id) = (s.clone(), p.clone(), id.clone());
-            spawn_supervised(&state, "read_probe", move || {
+            spawn_supervised(running, state, "read_probe", move || {
                 probe::read::ReadProbe::new(s.clone(), p.clone(), addr.clone(), id.clone()).run()
             });
         }
         if p.direct {
             state.register_task("direct_probe");
             let s = s.clone();
-            spawn_supervised(&state, "direct_probes", move || {
+            spawn_supervised(running, state, "direct_probes", move || {
                 probe::direct::supervise(s.clone(), p.clone(), id.clone())
             });
         }
     }
-    spawn_supervised(&state, "assess", move || assess_loop(s.clone()));
-    state
+    spawn_supervised(running, state, "assess", move || assess_loop(s.clone()));
+    std::mem::take(running)
 }
 
 /// Spawns a collection task under [`tasks::supervise`]: a restart is counted as `task` in
 /// `pgha_task_restarts_total`.
-fn spawn_supervised<F, Fut>(state: &Arc<ClusterState>, task: &'static str, start: F)
-where
+fn spawn_supervised<F, Fut>(
+    running: &mut Vec<tasks::AbortOnDrop>,
+    state: &Arc<ClusterState>,
+    task: &'static str,
+    start: F,
+) where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     state.register_task(task);
     let counted = state.clone();
     let what = format!("{}: {task}", state.scope());
-    tokio::spawn(tasks::supervise(what, move || counted.note_restarts(task, 1), start));
+    running.push(tasks::AbortOnDrop(tokio::spawn(tasks::supervise(
+        what,
+        move || counted.note_restarts(task, 1),
+        start,
+    ))));
 }
 
 /// Re-assesses the verdict (an event when it changes) and closes failovers that timed out.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use pgha_exporter::config::Config;
+use pgha_exporter::fleet::Fleet;
 use pgha_exporter::http::{app, serve, AppState, ServeLimits};
 use pgha_exporter::web::WebSource;
 
@@ -24,6 +25,9 @@ struct Cli {
     /// Address to serve /metrics on; repeat the flag for several.
     #[arg(long = "web.listen-address", global = true, default_value = "127.0.0.1:9744")]
     listen_address: Vec<SocketAddr>,
+    /// Serve `POST /-/reload` (reads the configuration again, as SIGHUP does).
+    #[arg(long = "web.enable-lifecycle", global = true)]
+    enable_lifecycle: bool,
     /// TLS, basic auth and headers for every endpoint, in exporter-toolkit's web config format.
     #[arg(long = "web.config.file", global = true)]
     web_config_file: Option<PathBuf>,
@@ -119,14 +123,16 @@ fn init_logging(cli: &Cli) -> tracing_appender::non_blocking::WorkerGuard {
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     raise_fd_limit();
-    // Until reload exists, a SIGHUP (which would kill the process by default) is logged and ignored.
-    ignore_sighup()?;
-    // Two rustls crypto backends may be compiled in (reqwest's and etcd-client's): pick one.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // From here on a SIGHUP (which would kill the process by default) waits for the reload loop.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    // The one rustls provider, for the libraries that build their own setup (tonic).
+    pgha_exporter::config::tls::install_default_provider();
     let config = Config::load(&cli.config_file).context("loading the configuration")?;
     pgha_exporter::preflight(&config).await?;
-    let clusters = pgha_exporter::start(&config);
-    let scopes: Vec<&str> = clusters.iter().map(|c| c.scope()).collect();
+    let fleet = Fleet::start(&config, Some(cli.config_file.clone()));
+    reload_on_sighup(fleet.clone(), hangup);
+    let scopes: Vec<String> = fleet.clusters().iter().map(|c| c.scope().to_string()).collect();
     let web = match &cli.web_config_file {
         Some(path) => WebSource::load(path).context("loading the web configuration")?,
         None => WebSource::none(),
@@ -142,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let limits =
         ServeLimits { max_connections: cli.max_connections, header_read_timeout: cli.header_read_timeout.into() };
-    let state = AppState::with_web(clusters, web);
+    let state = AppState::with_web(fleet, web, cli.enable_lifecycle);
     let web = state.web.clone();
     let server = serve(listeners, app(state), web, limits, async move {
         shutdown_signal().await;
@@ -177,15 +183,15 @@ fn raise_fd_limit() {
     }
 }
 
-fn ignore_sighup() -> anyhow::Result<()> {
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
+/// SIGHUP reads the configuration again (an invalid one is logged and changes nothing).
+fn reload_on_sighup(fleet: std::sync::Arc<Fleet>, mut hangup: tokio::signal::unix::Signal) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::warn!("SIGHUP received: reloading the configuration is not supported yet; ignored");
+            tracing::info!("SIGHUP received: reading the configuration again");
+            let fleet = fleet.clone();
+            let _ = tokio::task::spawn_blocking(move || fleet.reload()).await;
         }
     });
-    Ok(())
 }
 
 async fn shutdown_signal() {

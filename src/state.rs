@@ -309,6 +309,62 @@ impl ClusterState {
         &self.plan.scope
     }
 
+    /// The state of a cluster whose settings changed (a reload): what it saw so far is kept
+    /// (events, failovers and their statistics, the probe id and the probes' counts, the task
+    /// restarts, what each member, HAProxy instance and etcd endpoint that is still configured
+    /// said last); what the new settings no longer name goes. `old`'s tasks must have stopped.
+    pub fn succeed(plan: ClusterPlan, old: &ClusterState) -> Self {
+        let mut before = old.write();
+        let next = ClusterState::new(plan, before.probes.probe_id.clone());
+        {
+            let mut data = next.write();
+            let sees = Sees {
+                write_probe: next.plan.write_probe(),
+                direct_probe: next.plan.direct_probes(),
+                haproxy: !next.plan.haproxy.is_empty(),
+            };
+            let mut timeline = std::mem::replace(&mut before.timeline, Tracker::new(&next.plan.scope, sees));
+            timeline.set_sees(sees);
+            data.timeline = timeline;
+            data.verdict = before.verdict.take();
+            let probes = &mut data.probes;
+            if probes.write.is_some() {
+                probes.write = before.probes.write.take().or(probes.write.take());
+            }
+            if probes.read.is_some() {
+                probes.read = before.probes.read.take().or(probes.read.take());
+            }
+            probes.lost_writes_total = before.probes.lost_writes_total;
+            probes.last_outage_lost_writes = before.probes.last_outage_lost_writes;
+            if next.plan.direct_probes() {
+                probes.direct = std::mem::take(&mut before.probes.direct);
+            }
+            for (name, member) in std::mem::take(&mut before.members) {
+                match data.members.get_mut(&name) {
+                    Some(fixed) => (fixed.health, fixed.status) = (member.health, member.status),
+                    None if !member.fixed => drop(data.members.insert(name, member)),
+                    None => {}
+                }
+            }
+            for (name, h) in std::mem::take(&mut before.haproxy) {
+                if let Some(kept) = data.haproxy.get_mut(&name) {
+                    kept.health = h.health;
+                }
+            }
+            if let (Some(new), Some(old)) = (data.etcd.as_mut(), before.etcd.take()) {
+                for (url, endpoint) in old.endpoints {
+                    if let Some(kept) = new.endpoints.get_mut(&url) {
+                        *kept = endpoint;
+                    }
+                }
+                (new.member_names, new.leader_changes) = (old.member_names, old.leader_changes);
+            }
+        }
+        *next.restarts.lock().unwrap_or_else(|p| p.into_inner()) =
+            old.restarts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        next
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, ClusterData> {
         // A panic while holding the lock cannot leave plain data half-written in a way that
         // matters more than losing all metrics: keep serving.

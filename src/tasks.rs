@@ -42,7 +42,8 @@ where
     let mut backoff = BACKOFF_FIRST;
     loop {
         let began = Instant::now();
-        let why = why(tokio::spawn(start()).await);
+        let mut running = AbortOnDrop(tokio::spawn(start()));
+        let why = why((&mut running.0).await);
         tracing::error!(task = %what, why, "a collection task stopped; starting it again");
         restarted();
         if began.elapsed() >= BACKOFF_RESET {
@@ -55,6 +56,16 @@ where
 
 /// A ticker for a polling loop: the first tick is at once, and a slow round delays the next one
 /// instead of bursting to catch up.
+/// A task that ends with the value holding it: a supervisor that is stopped (its cluster was
+/// removed by a reload) stops what it supervises.
+pub struct AbortOnDrop(pub JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub fn ticker(every: Duration) -> tokio::time::Interval {
     let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,5 +192,38 @@ mod tests {
         assert_eq!((runs.load(Ordering::SeqCst), restarts.load(Ordering::SeqCst)), (4, 3));
         supervisor.abort();
         assert_eq!(why(Ok(())), "it returned");
+    }
+
+    #[tokio::test]
+    async fn stopping_a_supervisor_stops_its_task() {
+        struct Flag(Arc<AtomicUsize>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        let supervisor = tokio::spawn(supervise(
+            "test".into(),
+            || {},
+            move || {
+                let flag = Flag(d.clone());
+                async move {
+                    let _held = flag;
+                    std::future::pending::<()>().await
+                }
+            },
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(dropped.load(Ordering::SeqCst), 0, "running");
+        supervisor.abort();
+        for _ in 0..50 {
+            if dropped.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the supervised task was stopped with its supervisor");
     }
 }

@@ -36,23 +36,77 @@ fn an_unreachable_discovery_url_is_a_target_and_does_not_hold_readiness() {
     );
 }
 
+fn cluster(scope: &str) -> String {
+    format!("  - scope: {scope}\n    patroni:\n      members: [{{name: m1, api_url: '{}'}}]\n", refused_url())
+}
+
+fn config_path_of(exporter: &Exporter) -> std::path::PathBuf {
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", exporter.child.id())).unwrap();
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    args[args.iter().position(|a| *a == "--config.file").unwrap() + 1].into()
+}
+
+fn scopes(exporter: &Exporter) -> Vec<String> {
+    let m = exporter.scrape();
+    let mut s: Vec<String> =
+        m.find("pgha_source_up", &[("source", "patroni")]).iter().map(|s| s.labels["scope"].clone()).collect();
+    s.sort();
+    s
+}
+
+fn post(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// SIGHUP reads the configuration again: an added cluster appears, a removed one goes, an
+/// invalid file changes nothing and says so in a metric; the process lives on.
 #[test]
-fn sighup_is_logged_and_ignored() {
-    let config = format!(
-        "clusters:\n  - scope: lone\n    patroni:\n      members: [{{name: m1, api_url: '{}'}}]\n",
-        refused_url()
-    );
+fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     let path = log("sighup");
-    let mut exporter = Exporter::start(&config, &path);
+    let mut exporter = Exporter::start(&format!("clusters:\n{}{}", cluster("one"), cluster("two")), &path);
+    let file = config_path_of(&exporter);
     let pid = exporter.child.id() as libc::pid_t;
-    // SAFETY: a signal to the child this test started, by its pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    wait_until("the SIGHUP is logged", Duration::from_secs(5), || {
-        std::fs::read_to_string(&path).unwrap_or_default().contains("SIGHUP").then_some(())
+    let hup = || {
+        // SAFETY: a signal to the child this test started, by its pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
+    assert_eq!(scopes(&exporter), ["one", "two"]);
+    std::fs::write(&file, format!("clusters:\n{}{}", cluster("two"), cluster("three"))).unwrap();
+    hup();
+    wait_until("the reload is applied", Duration::from_secs(5), || {
+        (scopes(&exporter) == ["three", "two"]).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(exporter.scrape().get("pgha_config_last_reload_successful", &[]), Some(1.0));
+    std::fs::write(&file, "clusters: []\n").unwrap();
+    hup();
+    wait_until("the refusal is counted", Duration::from_secs(5), || {
+        (exporter.scrape().get("pgha_config_last_reload_successful", &[]) == Some(0.0)).then_some(())
+    });
+    assert_eq!(scopes(&exporter), ["three", "two"], "the running configuration stays");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("the new configuration is refused") && text.contains("at least one cluster"), "{text}");
     assert!(exporter.child.try_wait().unwrap().is_none(), "the exporter died of SIGHUP");
     assert_eq!(http_get(exporter.addr, "/-/healthy").unwrap().0, 200);
+    assert_eq!(post(exporter.addr, "/-/reload"), 403, "no lifecycle API without --web.enable-lifecycle");
+}
+
+#[test]
+fn the_lifecycle_api_reloads() {
+    let exporter =
+        Exporter::start_with(&format!("clusters:\n{}", cluster("one")), &log("lifecycle"), &["--web.enable-lifecycle"]);
+    let file = config_path_of(&exporter);
+    std::fs::write(&file, format!("clusters:\n{}{}", cluster("one"), cluster("added"))).unwrap();
+    assert_eq!(post(exporter.addr, "/-/reload"), 200);
+    assert_eq!(scopes(&exporter), ["added", "one"]);
+    std::fs::write(&file, "clusters: [").unwrap();
+    assert_eq!(post(exporter.addr, "/-/reload"), 500, "an invalid file is refused");
+    assert_eq!(scopes(&exporter), ["added", "one"]);
 }
 
 /// A loopback Patroni member that answers every other `GET /patroni` and drops the rest (and

@@ -42,6 +42,10 @@ pub struct ClusterPlan {
     pub etcd: Option<EtcdPlan>,
     pub haproxy: Vec<HaproxyPlan>,
     pub probes: Option<ProbePlan>,
+    /// A digest of everything this plan was made from (the settings as written, the secrets
+    /// and certificate files they name, the global body cap): equal digests, same plan. A
+    /// reload keeps a cluster whose digest did not change untouched.
+    pub fingerprint: [u8; 32],
 }
 
 impl ClusterPlan {
@@ -173,7 +177,9 @@ pub(super) fn validate(config: Config) -> Result<ValidatedConfig, ConfigError> {
         if !scopes.insert(c.scope.as_str()) {
             return Err(invalid(at("scope"), format!("scope `{}` is configured twice", c.scope)));
         }
-        clusters.push(cluster(c, &at)?);
+        let mut plan = cluster(c, &at)?;
+        plan.fingerprint = fingerprint(c, &plan, config.max_body_bytes);
+        clusters.push(plan);
     }
     Ok(ValidatedConfig { clusters, max_body_bytes: config.max_body_bytes })
 }
@@ -203,7 +209,41 @@ fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan
         etcd: etcd(c, at)?,
         haproxy: haproxy(c, at)?,
         probes: probes(c, at)?,
+        fingerprint: [0; 32],
     })
+}
+
+/// See [`ClusterPlan::fingerprint`]. The secrets enter only the digest, never a message.
+fn fingerprint(c: &ClusterConfig, plan: &ClusterPlan, max_body_bytes: usize) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut d = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        d.update((bytes.len() as u64).to_be_bytes());
+        d.update(bytes);
+    };
+    part(format!("{c:?} {max_body_bytes}").as_bytes());
+    let secrets = [plan.patroni.auth.as_ref(), plan.etcd.as_ref().and_then(|e| e.credentials.as_ref())]
+        .into_iter()
+        .chain(plan.haproxy.iter().map(|h| h.auth.as_ref()))
+        .flatten()
+        .map(|b| &b.password)
+        .chain(plan.probes.as_ref().and_then(|p| p.login.password.as_ref()));
+    for secret in secrets {
+        part(secret.expose().as_bytes());
+    }
+    let tls = [plan.patroni.tls.as_ref(), plan.etcd.as_ref().and_then(|e| e.tls.as_ref())]
+        .into_iter()
+        .chain(plan.haproxy.iter().map(|h| h.tls.as_ref()))
+        .chain([plan.probes.as_ref().and_then(|p| p.login.tls.plan.as_ref())])
+        .flatten();
+    for t in tls {
+        part(t.ca_pem.as_deref().unwrap_or_default());
+        if let Some(id) = &t.identity {
+            part(&id.cert_pem);
+            part(&id.key_pem);
+        }
+    }
+    d.finalize().into()
 }
 
 fn patroni(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<PatroniPlan, ConfigError> {

@@ -17,7 +17,11 @@ use crate::testing::lab_state;
 
 const STATES: [&str; 4] = ["healthy", "leader-stopped", "etcd-quorum-lost", "haproxy-stopped"];
 /// Values that depend on when the test runs, not on the readings.
-const MASKED: [&str; 2] = ["pgha_source_poll_duration_seconds", "pgha_source_snapshot_age_seconds"];
+const MASKED: [&str; 3] = [
+    "pgha_source_poll_duration_seconds",
+    "pgha_source_snapshot_age_seconds",
+    "pgha_config_last_reload_success_timestamp_seconds",
+];
 
 fn golden_path(state: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{state}.txt"))
@@ -29,7 +33,7 @@ fn normalise(text: &str) -> String {
     let mut lines: Vec<String> = text
         .lines()
         .filter(|l| !process(l))
-        .map(|l| match MASKED.iter().any(|m| l.starts_with(&format!("{m}{{"))) {
+        .map(|l| match MASKED.iter().any(|m| l.starts_with(&format!("{m}{{")) || l.starts_with(&format!("{m} "))) {
             true => format!("{} <masked>", l.rsplit_once(' ').map_or(l, |(series, _)| series)),
             false => l.to_string(),
         })
@@ -39,7 +43,7 @@ fn normalise(text: &str) -> String {
 }
 
 fn exposition(state: &str) -> String {
-    super::encode(&super::registry(vec![Arc::new(lab_state(state, ""))])).unwrap()
+    super::encode(&super::registry(crate::fleet::Fleet::fixed(vec![Arc::new(lab_state(state, ""))]))).unwrap()
 }
 
 #[test]

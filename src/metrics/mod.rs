@@ -28,6 +28,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::fleet::Fleet;
 use crate::model::hist::Hist;
 use crate::state::ClusterState;
 
@@ -129,14 +130,41 @@ pub fn build(clusters: &[Arc<ClusterState>], now: Instant) -> Vec<Family> {
     process::families(&mut f);
     f.into_vec()
 }
-#[derive(Debug)]
+/// Every family of the fleet's clusters, the exporter's own, and how the last reload went.
+pub fn exposed(fleet: &Fleet, now: Instant) -> Vec<Family> {
+    let mut families = build(&fleet.clusters(), now);
+    let status = fleet.reload_status();
+    let mut f = Families::default();
+    f.flag(
+        "pgha_config_last_reload_successful",
+        "1 if the last reading of the configuration file (at start or reload) was valid and applied.",
+        l(&[]),
+        status.successful,
+    );
+    let at = status.last_success.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    f.gauge(
+        "pgha_config_last_reload_success_timestamp_seconds",
+        "When the configuration was last read and applied successfully.",
+        l(&[]),
+        at,
+    );
+    families.extend(f.into_vec());
+    families
+}
+
 pub struct Exposition {
-    pub clusters: Vec<Arc<ClusterState>>,
+    pub fleet: Arc<Fleet>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exposition")
+    }
 }
 
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for family in build(&self.clusters, Instant::now()) {
+        for family in exposed(&self.fleet, Instant::now()) {
             if family.series.is_empty() {
                 continue;
             }
@@ -157,9 +185,9 @@ impl Collector for Exposition {
     }
 }
 
-pub fn registry(clusters: Vec<Arc<ClusterState>>) -> Registry {
+pub fn registry(fleet: Arc<Fleet>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition { clusters }));
+    registry.register_collector(Box::new(Exposition { fleet }));
     registry
 }
 
@@ -176,7 +204,7 @@ mod tests {
     use crate::testing::{fixture, lab_state};
 
     fn text(state: Arc<ClusterState>) -> String {
-        encode(&registry(vec![state])).unwrap()
+        encode(&registry(crate::fleet::Fleet::fixed(vec![state]))).unwrap()
     }
 
     #[test]
@@ -236,7 +264,7 @@ mod tests {
     #[test]
     fn every_family_is_exposed_once_and_names_follow_conventions() {
         let a = Arc::new(lab_state("healthy", ""));
-        let t = encode(&registry(vec![a.clone(), a])).unwrap();
+        let t = encode(&registry(crate::fleet::Fleet::fixed(vec![a.clone(), a]))).unwrap();
         let mut seen = std::collections::HashSet::new();
         for line in t.lines().filter(|l| l.starts_with("# TYPE ")) {
             let mut parts = line.split(' ').skip(2);

@@ -194,6 +194,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// What the cluster's new settings let it see (after a reload).
+    pub fn set_sees(&mut self, sees: Sees) {
+        self.sees = sees;
+    }
+
     pub fn new(scope: &str, sees: Sees) -> Self {
         Self {
             scope: scope.to_string(),
