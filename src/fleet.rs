@@ -41,22 +41,57 @@ pub struct Fleet {
     config_path: Option<PathBuf>,
     client: reqwest::Client,
     reload: Mutex<ReloadStatus>,
+    /// `--state.file`, and the digest of what was last written to it.
+    state_file: Option<PathBuf>,
+    last_saved: Mutex<Option<[u8; 32]>>,
 }
+
+/// How often the state file is written (when something changed).
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Fleet {
     /// Starts every cluster of `config` on the current tokio runtime.
-    pub fn start(config: &ValidatedConfig, config_path: Option<PathBuf>) -> Arc<Fleet> {
+    /// Starts every cluster of `config` on the current tokio runtime, each with what the state
+    /// file kept of it (when there is one), and the task that keeps that file.
+    pub fn start(config: &ValidatedConfig, config_path: Option<PathBuf>, state_file: Option<PathBuf>) -> Arc<Fleet> {
         crate::config::tls::install_default_provider();
+        let mut saved = match state_file.as_deref().map(crate::persist::load).transpose() {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "the state file is ignored: events and failovers start empty");
+                Default::default()
+            }
+        };
         let fleet = Arc::new(Fleet {
             running: RwLock::new(Vec::new()),
             config_path,
             client: crate::collect::http::http_client(None),
             reload: Mutex::new(ReloadStatus { successful: true, last_success: SystemTime::now() }),
+            state_file,
+            last_saved: Mutex::new(None),
         });
-        fleet.apply(config);
+        fleet.apply_restoring(config, &mut saved);
         let weak = Arc::downgrade(&fleet);
         tokio::spawn(crate::tasks::supervise("down summary".into(), || {}, move || crate::down_summary(weak.clone())));
+        if fleet.state_file.is_some() {
+            let weak = Arc::downgrade(&fleet);
+            tokio::spawn(crate::tasks::supervise("state file".into(), || {}, move || keep_saving(weak.clone())));
+        }
         fleet
+    }
+
+    /// Writes the state file now, unless nothing changed since the last write.
+    pub fn save_state(&self) {
+        let Some(path) = &self.state_file else { return };
+        let clusters = self.clusters();
+        match crate::persist::save_if_changed(
+            path,
+            &clusters,
+            &mut self.last_saved.lock().unwrap_or_else(|p| p.into_inner()),
+        ) {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the state file failed; retried in a second"),
+        }
     }
 
     /// Clusters whose states are filled by someone else (tests): nothing runs, nothing reloads.
@@ -67,6 +102,8 @@ impl Fleet {
             config_path: None,
             client: crate::collect::http::http_client(None),
             reload: Mutex::new(ReloadStatus { successful: true, last_success: SystemTime::now() }),
+            state_file: None,
+            last_saved: Mutex::new(None),
         })
     }
 
@@ -103,6 +140,15 @@ impl Fleet {
 
     /// Makes the running clusters those of `config`.
     fn apply(&self, config: &ValidatedConfig) -> Changes {
+        self.apply_restoring(config, &mut (Default::default(), 0.0))
+    }
+
+    /// [`Fleet::apply`], an added cluster getting what `saved` (from the state file) kept of it.
+    fn apply_restoring(
+        &self,
+        config: &ValidatedConfig,
+        saved: &mut (std::collections::BTreeMap<String, crate::persist::SavedCluster>, f64),
+    ) -> Changes {
         let mut running = self.running.write().unwrap_or_else(|p| p.into_inner());
         let mut before: Vec<Running> = std::mem::take(&mut *running);
         let mut changes = Changes::default();
@@ -120,9 +166,14 @@ impl Fleet {
                     self.run(Arc::new(ClusterState::succeed(plan.clone(), &state)), config.max_body_bytes)
                 }
                 None => {
-                    changes.added.push(scope);
                     let probe_id = plan.probes.as_ref().map(|_| crate::probe::new_probe_id());
-                    self.run(Arc::new(ClusterState::new(plan.clone(), probe_id)), config.max_body_bytes)
+                    let state = ClusterState::new(plan.clone(), probe_id);
+                    if let Some(kept) = saved.0.remove(&scope) {
+                        tracing::info!(scope = %scope, "restored from the state file");
+                        kept.restore_into(&state, saved.1);
+                    }
+                    changes.added.push(scope);
+                    self.run(Arc::new(state), config.max_body_bytes)
                 }
             };
             running.push(next);
@@ -134,6 +185,15 @@ impl Fleet {
     fn run(&self, state: Arc<ClusterState>, max_body_bytes: usize) -> Running {
         let tasks = crate::run_cluster(&state, &self.client, max_body_bytes);
         Running { state, _tasks: tasks }
+    }
+}
+
+async fn keep_saving(fleet: std::sync::Weak<Fleet>) {
+    let mut tick = crate::tasks::ticker(SAVE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(fleet) = fleet.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || fleet.save_state()).await;
     }
 }
 
@@ -158,7 +218,7 @@ mod tests {
     async fn a_reload_keeps_what_did_not_change_and_the_history_of_what_did() {
         let path = std::env::temp_dir().join(format!("pgha-fleet-{}.yml", std::process::id()));
         let first = config(&path, &[("a", "1s"), ("b", "1s"), ("c", "1s")]);
-        let fleet = Fleet::start(&first, Some(path.clone()));
+        let fleet = Fleet::start(&first, Some(path.clone()), None);
         let before: Vec<Arc<ClusterState>> = fleet.clusters();
         let change = Change::EtcdLeaderChanged { from: "etcd1".into(), to: "etcd2".into() };
         before[1].apply_change(change, std::time::Instant::now());

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod persist;
 pub mod probe;
 pub mod state;
 pub mod tasks;

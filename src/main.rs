@@ -25,6 +25,10 @@ struct Cli {
     /// Address to serve /metrics on; repeat the flag for several.
     #[arg(long = "web.listen-address", global = true, default_value = "127.0.0.1:9744")]
     listen_address: Vec<SocketAddr>,
+    /// Keep recent events, the last failovers and the write probe's ledger here across
+    /// restarts (written atomically every second; off when unset).
+    #[arg(long = "state.file", global = true)]
+    state_file: Option<PathBuf>,
     /// Serve `POST /-/reload` (reads the configuration again, as SIGHUP does).
     #[arg(long = "web.enable-lifecycle", global = true)]
     enable_lifecycle: bool,
@@ -130,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     pgha_exporter::config::tls::install_default_provider();
     let config = Config::load(&cli.config_file).context("loading the configuration")?;
     pgha_exporter::preflight(&config).await?;
-    let fleet = Fleet::start(&config, Some(cli.config_file.clone()));
+    let fleet = Fleet::start(&config, Some(cli.config_file.clone()), cli.state_file.clone());
     reload_on_sighup(fleet.clone(), hangup);
     let scopes: Vec<String> = fleet.clusters().iter().map(|c| c.scope().to_string()).collect();
     let web = match &cli.web_config_file {
@@ -148,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let limits =
         ServeLimits { max_connections: cli.max_connections, header_read_timeout: cli.header_read_timeout.into() };
+    let saved_by = fleet.clone();
     let state = AppState::with_web(fleet, web, cli.enable_lifecycle);
     let web = state.web.clone();
     let server = serve(listeners, app(state), web, limits, async move {
@@ -162,6 +167,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         () = server => {}
         _ = forced => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"),
     }
+    let saving = tokio::task::spawn_blocking(move || saved_by.save_state());
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, saving).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -252,11 +252,25 @@ fn emit(scope: &str, logs: Vec<Log>) {
     }
 }
 
+/// The write probe's account of its writes: the next sequence number and the acknowledged ones
+/// the loss check still owes a look at. Kept here, not in the probe's task, so the state file
+/// can save it and a restart resume it.
+#[derive(Debug, Default, Clone)]
+pub struct WriteLedger {
+    /// The last sequence number used.
+    pub seq: i64,
+    /// Acknowledged sequence numbers with when, oldest first.
+    pub acked: std::collections::VecDeque<(i64, Instant)>,
+    /// A loss check is owed (an outage ended, or the exporter restarted, before it was made).
+    pub check_owed: bool,
+}
+
 /// One cluster's plan and state.
 #[derive(Debug)]
 pub struct ClusterState {
     pub plan: ClusterPlan,
     data: RwLock<ClusterData>,
+    ledger: Mutex<WriteLedger>,
     /// Latched once every target has had its first call.
     ready: AtomicBool,
     /// Restarts of each collection task (by its name), since the exporter started.
@@ -302,7 +316,13 @@ impl ClusterState {
             sole_primary: None,
             verdict: None,
         };
-        Self { plan, data: RwLock::new(data), ready: AtomicBool::new(false), restarts: Mutex::default() }
+        Self {
+            plan,
+            data: RwLock::new(data),
+            ledger: Mutex::default(),
+            ready: AtomicBool::new(false),
+            restarts: Mutex::default(),
+        }
     }
 
     pub fn scope(&self) -> &str {
@@ -363,6 +383,26 @@ impl ClusterState {
         *next.restarts.lock().unwrap_or_else(|p| p.into_inner()) =
             old.restarts.lock().unwrap_or_else(|p| p.into_inner()).clone();
         next
+    }
+
+    /// What the state file kept from before a restart (before the tasks start).
+    pub fn restore(
+        &self,
+        events: Vec<crate::timeline::Event>,
+        last: Option<crate::timeline::Failover>,
+        interrupted_at: Option<f64>,
+        probe_id: Option<String>,
+    ) {
+        let mut data = self.write();
+        data.timeline.restore(events, last, interrupted_at);
+        if data.probes.probe_id.is_some() && probe_id.is_some() {
+            data.probes.probe_id = probe_id;
+        }
+    }
+
+    /// The write probe's ledger; held only for bookkeeping, never across a call.
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, WriteLedger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, ClusterData> {

@@ -6,6 +6,8 @@
 mod bundle_check;
 #[path = "lab/failover.rs"]
 mod failover;
+#[path = "lab/restart.rs"]
+mod restart;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -72,6 +74,7 @@ fn exporter_tells_the_truth_about_the_lab() {
     steps.run("paused etcd member", || paused_etcd_member(&exporter), healed);
     steps.run("healed after the paused etcd member", healed, healed);
     failover::run(&mut steps, &exporter);
+    restart::run(&mut steps, healed);
     steps.run(
         "dashboards and alerts in Prometheus",
         || bundle_check::check(&prometheus, &exporter, prometheus_start),

@@ -41,6 +41,16 @@ macro_rules! label_enum {
                 s.serialize_str(self.as_str())
             }
         }
+
+        /// From its label value (the state file keeps them so).
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let label = String::deserialize(d)?;
+                Self::ALL.iter().copied().find(|v| v.as_str() == label).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown {} `{label}`", stringify!($name)))
+                })
+            }
+        }
     };
 }
 pub(crate) use label_enum;

@@ -7,7 +7,6 @@
 //! still there: what is missing is a lost acknowledged write. A write whose commit was not
 //! acknowledged (timed out, connection dropped) is never counted.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,28 +30,13 @@ pub struct WriteProbe {
     addr: HostPort,
     probe_id: String,
     session: Option<Session>,
-    seq: i64,
-    /// Acknowledged sequence numbers with when, oldest first.
-    acked: VecDeque<(i64, Instant)>,
-    /// The loss check is owed for an outage that ended but could not be checked yet.
-    check_owed: bool,
     last_prune: Instant,
 }
 
 impl WriteProbe {
     pub fn new(state: Arc<ClusterState>, plan: ProbePlan, addr: HostPort, probe_id: String) -> Self {
         let last_prune = Instant::now();
-        Self {
-            state,
-            plan,
-            addr,
-            probe_id,
-            session: None,
-            seq: 0,
-            acked: VecDeque::new(),
-            check_owed: false,
-            last_prune,
-        }
+        Self { state, plan, addr, probe_id, session: None, last_prune }
     }
 
     pub async fn run(mut self) {
@@ -87,8 +71,11 @@ impl WriteProbe {
     }
 
     async fn attempt(&mut self) {
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = {
+            let mut ledger = self.state.ledger();
+            ledger.seq += 1;
+            ledger.seq
+        };
         let started = Instant::now();
         let result = self.write_once(seq).await;
         let finished = Instant::now();
@@ -101,22 +88,23 @@ impl WriteProbe {
                 self.session = None;
             }
             Ok(()) => {
-                self.acked.push_back((seq, finished));
-                while self.acked.len() > ACKED_KEPT
-                    || self.acked.front().is_some_and(|(_, t)| finished.duration_since(*t) > ACKED_AGE)
+                let acked = &mut self.state.ledger().acked;
+                acked.push_back((seq, finished));
+                while acked.len() > ACKED_KEPT
+                    || acked.front().is_some_and(|(_, t)| finished.duration_since(*t) > ACKED_AGE)
                 {
-                    self.acked.pop_front();
+                    acked.pop_front();
                 }
             }
         }
         let attempt = Attempt { started, finished, result };
         match self.state.apply_probe(ProbeKind::Write, attempt, None) {
             Transition::OutageEnded(outage) => {
-                self.check_owed = true;
+                self.state.ledger().check_owed = true;
                 let lost = self.check_losses(outage.last_success).await;
                 self.state.apply_write_recovered(outage, lost);
             }
-            Transition::None if result.is_ok() && self.check_owed => {
+            Transition::None if result.is_ok() && self.state.ledger().check_owed => {
                 // The check failed right after the outage: try again on a later success.
                 if let Some(lost) = self.check_losses(finished).await {
                     self.state.apply_late_loss_check(lost);
@@ -133,17 +121,22 @@ impl WriteProbe {
     /// once found (so a later check does not count them again); `None` when the check failed.
     async fn check_losses(&mut self, before: Instant) -> Option<Vec<i64>> {
         let session = self.session.as_ref()?;
-        let expected: Vec<i64> = self.acked.iter().filter(|(_, t)| *t <= before).map(|(s, _)| *s).collect();
-        if expected.is_empty() {
-            self.check_owed = false;
-            return Some(Vec::new());
-        }
+        let expected: Vec<i64> = {
+            let mut ledger = self.state.ledger();
+            let expected: Vec<i64> = ledger.acked.iter().filter(|(_, t)| *t <= before).map(|(s, _)| *s).collect();
+            if expected.is_empty() {
+                ledger.check_owed = false;
+                return Some(Vec::new());
+            }
+            expected
+        };
         let deadline = Deadline::after(self.plan.polling.timeout.max(SLOW_STATEMENT));
         match session.present(&self.probe_id, &expected, &deadline).await {
             Ok(present) => {
                 let lost: Vec<i64> = expected.into_iter().filter(|s| !present.contains(s)).collect();
-                self.acked.retain(|(s, _)| !lost.contains(s));
-                self.check_owed = false;
+                let mut ledger = self.state.ledger();
+                ledger.acked.retain(|(s, _)| !lost.contains(s));
+                ledger.check_owed = false;
                 Some(lost)
             }
             Err(reason) => {
@@ -158,7 +151,10 @@ impl WriteProbe {
     async fn prune(&mut self) {
         self.last_prune = Instant::now();
         let Some(session) = &self.session else { return };
-        let keep_from = self.acked.front().map(|(s, _)| *s).unwrap_or(self.seq);
+        let keep_from = {
+            let ledger = self.state.ledger();
+            ledger.acked.front().map(|(s, _)| *s).unwrap_or(ledger.seq)
+        };
         let deadline = Deadline::after(self.plan.polling.timeout);
         if let Err(reason) = session.prune(&self.probe_id, keep_from, true, &deadline).await {
             tracing::warn!(scope = %self.state.scope(), reason = reason.as_str(), "pruning probe rows failed");

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::haproxy::Route;
 use crate::model::label_enum;
@@ -123,6 +123,9 @@ label_enum! {
         PostgresWritable = "postgres_writable",
         WriteOutageStarted = "write_outage_started",
         WriteOutageEnded = "write_outage_ended",
+        /// The exporter stopped during a write outage: its length is unknown, so it is no
+        /// outage figure (listed on the restart after, from the state file).
+        WriteOutageInterrupted = "write_outage_interrupted",
         ReadOutageStarted = "read_outage_started",
         ReadOutageEnded = "read_outage_ended",
         LostWrites = "lost_writes",
@@ -232,8 +235,8 @@ impl fmt::Display for Change {
     }
 }
 
-/// An event as `/api/v1/events` serves it.
-#[derive(Debug, Clone, Serialize)]
+/// An event as `/api/v1/events` serves it (and the state file keeps it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Unix time in seconds.
     pub time: f64,
@@ -243,9 +246,10 @@ pub struct Event {
     /// For people; never parsed, by the exporter or its tests.
     pub detail: String,
     /// `lost_writes` events: the sequence numbers missing (at most [`LOST_SEQS_LISTED`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_seqs: Option<Vec<i64>>,
-    #[serde(skip)]
+    /// Not kept across a restart: a restored event's `at` is its load time.
+    #[serde(skip, default = "Instant::now")]
     pub at: Instant,
 }
 

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::event::{Change, Event};
 use super::Clock;
@@ -125,7 +125,7 @@ impl StepTimes {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failover {
     pub old_leader: Option<String>,
     pub new_leader: String,
@@ -139,7 +139,7 @@ pub struct Failover {
     pub lost_writes: Option<u64>,
     /// Unix time the new leader took the key (or claimed primary).
     pub time: f64,
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub step_at: StepTimes,
 }
 
@@ -232,6 +232,41 @@ impl Tracker {
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         self.maybe_close(now);
         std::mem::take(&mut self.fresh)
+    }
+
+    /// The write probe is in an outage (its last attempt failed after a success).
+    pub fn in_write_outage(&self) -> bool {
+        self.write_outage_since.is_some()
+    }
+
+    /// Events and the last failover saved before a restart, bounded as if they had been seen
+    /// here; `interrupted_at`: the exporter stopped during a write outage then (Unix time),
+    /// listed as such and never measured.
+    pub fn restore(&mut self, events: Vec<Event>, last: Option<Failover>, interrupted_at: Option<f64>) {
+        let skip = events.len().saturating_sub(EVENTS_KEPT);
+        for mut event in events.into_iter().skip(skip) {
+            event.scope = self.scope.clone();
+            event.detail = crate::model::text::bounded_to(&event.detail, super::event::MAX_DETAIL);
+            if let Some(seqs) = &mut event.lost_seqs {
+                seqs.truncate(super::event::LOST_SEQS_LISTED);
+            }
+            self.events.push_back(event);
+        }
+        self.last = last;
+        if let Some(time) = interrupted_at {
+            if self.events.len() >= EVENTS_KEPT {
+                self.events.pop_front();
+            }
+            self.events.push_back(Event {
+                time,
+                scope: self.scope.clone(),
+                kind: super::event::EventKind::WriteOutageInterrupted,
+                member: None,
+                detail: "the exporter stopped during this write outage: its length is unknown".into(),
+                lost_seqs: None,
+                at: Instant::now(),
+            });
+        }
     }
 
     fn push(&mut self, change: &Change, at: Instant) {
