@@ -223,6 +223,7 @@ mod tests {
         let change = Change::EtcdLeaderChanged { from: "etcd1".into(), to: "etcd2".into() };
         before[1].apply_change(change, std::time::Instant::now());
         let probe_id = before[1].read().probes.probe_id.clone();
+        before[1].ledger().seq = 1_000;
 
         // a: unchanged; b: a new interval; c: removed; d: added.
         config(&path, &[("a", "1s"), ("b", "500ms"), ("d", "1s")]);
@@ -237,6 +238,7 @@ mod tests {
         {
             let b = after[1].read();
             assert_eq!(b.probes.probe_id, probe_id, "the probe id is kept");
+            assert!(after[1].ledger().seq >= 1_000, "the write ledger is kept: {}", after[1].ledger().seq);
             assert!(b.timeline.events.iter().any(|e| e.detail == "etcd1 -> etcd2"), "the history is kept");
         }
         assert_eq!(after.iter().map(|c| c.scope()).collect::<Vec<_>>(), ["a", "b", "d"]);

@@ -36,6 +36,8 @@ pub struct Member {
     pub health: TargetHealth,
     /// Its own `GET /patroni`; `None` when its last call failed.
     pub status: Option<MemberStatus>,
+    /// The Patroni version it last told: kept while it is down, so the info series stays one.
+    pub version: Option<String>,
 }
 
 /// One HAProxy instance.
@@ -195,7 +197,8 @@ impl ClusterData {
 
 impl Member {
     fn new(api_url: String, postgres: Option<HostPort>, fixed: bool, now: Instant) -> Self {
-        Self { api_url, postgres, fixed, present: true, last_seen: now, health: TargetHealth::default(), status: None }
+        let health = TargetHealth::default();
+        Self { api_url, postgres, fixed, present: true, last_seen: now, health, status: None, version: None }
     }
 }
 
@@ -361,7 +364,9 @@ impl ClusterState {
             }
             for (name, member) in std::mem::take(&mut before.members) {
                 match data.members.get_mut(&name) {
-                    Some(fixed) => (fixed.health, fixed.status) = (member.health, member.status),
+                    Some(fixed) => {
+                        (fixed.health, fixed.status, fixed.version) = (member.health, member.status, member.version)
+                    }
                     None if !member.fixed => drop(data.members.insert(name, member)),
                     None => {}
                 }
@@ -382,6 +387,9 @@ impl ClusterState {
         }
         *next.restarts.lock().unwrap_or_else(|p| p.into_inner()) =
             old.restarts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if next.plan.write_probe() {
+            *next.ledger() = std::mem::take(&mut *old.ledger());
+        }
         next
     }
 
@@ -507,6 +515,9 @@ impl ClusterState {
                 logs.push(Log::Health { source: Source::Patroni, target: name.to_string(), change });
             }
             let before = std::mem::replace(&mut m.status, reading.result.ok());
+            if let Some(version) = m.status.as_ref().and_then(|s| s.patroni_version.clone()) {
+                m.version = Some(version);
+            }
             let changes = if first { Vec::new() } else { member_changes(name, before.as_ref(), m.status.as_ref()) };
             for change in changes {
                 d.change(change, reading.at, logs);

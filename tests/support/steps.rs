@@ -1,6 +1,9 @@
 //! A step runner for the lab run: each named step runs on its own, a failed step is recorded,
 //! the lab is healed and the run goes on, and the run fails at the end listing every failed
 //! step, with the lab's and the exporter's logs.
+//!
+//! While developing, `PGHA_LAB_ONLY=<part of a step name>` runs only the matching steps. The run
+//! then fails anyway (a partial run proves nothing), and under `CI=true` the variable is refused.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -13,6 +16,8 @@ pub struct Steps {
     exporter_log: PathBuf,
     failed: Vec<(String, String)>,
     passed: usize,
+    skipped: usize,
+    only: Option<String>,
     started: Instant,
 }
 
@@ -25,11 +30,20 @@ fn message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 impl Steps {
     pub fn new(exporter_log: PathBuf) -> Self {
-        Self { exporter_log, failed: Vec::new(), passed: 0, started: Instant::now() }
+        let only = std::env::var("PGHA_LAB_ONLY").ok().filter(|o| !o.is_empty());
+        assert!(
+            only.is_none() || std::env::var("CI").as_deref() != Ok("true"),
+            "PGHA_LAB_ONLY is for development: CI runs every step"
+        );
+        Self { exporter_log, failed: Vec::new(), passed: 0, skipped: 0, only, started: Instant::now() }
     }
 
     /// Runs one step; on failure records it and runs `heal` (whose own failure is recorded too).
     pub fn run<T>(&mut self, name: &str, step: impl FnOnce() -> T, heal: impl FnOnce()) -> Option<T> {
+        if self.only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            self.skipped += 1;
+            return None;
+        }
         let at = self.started.elapsed().as_secs_f64();
         eprintln!("\n===== step [{at:>6.1}s] {name}");
         match catch_unwind(AssertUnwindSafe(step)) {
@@ -59,6 +73,7 @@ impl Steps {
             self.started.elapsed().as_secs_f64()
         );
         if self.failed.is_empty() {
+            assert_eq!(self.skipped, 0, "{} steps not run (PGHA_LAB_ONLY): a partial run fails", self.skipped);
             return;
         }
         let lab = |verb: &str| {
