@@ -52,6 +52,9 @@ fn check_dashboard(name: &str, d: &Value) -> Vec<String> {
     if d["graphTooltip"] != 1 {
         err("graphTooltip is not 1 (shared crosshair)".into());
     }
+    if d["editable"] != false {
+        err("editable is not false (provisioned dashboards are changed in the repository)".into());
+    }
 
     let vars = d["templating"]["list"].as_array().cloned().unwrap_or_default();
     let var = |n: &str| vars.iter().find(|v| v["name"] == n);
@@ -224,6 +227,31 @@ fn rules_pass_promtool() {
     args.extend(tests.iter().map(String::as_str));
     promtool(&args);
     promtool(&["check", "config", "prometheus.yml"]);
+}
+
+/// As the monitoring-mixins lint wants: a summary is one plain sentence (templating belongs to
+/// the description, which names the cluster), so alerts group and read the same everywhere.
+#[test]
+fn alert_summaries_are_plain_sentences_and_descriptions_name_the_scope() {
+    let rules: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo().join("prometheus/rules/pgha-alerts.yml")).unwrap())
+            .unwrap();
+    let mut problems = Vec::new();
+    let mut alerts = 0;
+    for rule in rules["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()) {
+        let Some(name) = rule["alert"].as_str() else { continue };
+        alerts += 1;
+        let summary = rule["annotations"]["summary"].as_str().unwrap_or_default();
+        let description = rule["annotations"]["description"].as_str().unwrap_or_default();
+        if summary.contains("{{") || !summary.ends_with('.') || summary.is_empty() {
+            problems.push(format!("{name}: summary {summary:?} is not a plain sentence ending in a period"));
+        }
+        if name != "PghaExporterDown" && !description.contains("$labels.scope") {
+            problems.push(format!("{name}: the description does not name the scope"));
+        }
+    }
+    assert!(alerts >= 18, "{alerts} alerts found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]

@@ -168,7 +168,10 @@ fn forty_thousand_haproxy_servers_cost_little() {
     );
     assert!(size > 1_000_000);
     let up = |backend: &str, server: &str| {
-        m.get("pgha_haproxy_server_up", &[("scope", "bulk"), ("backend", backend), ("server", server)])
+        m.get(
+            "pgha_haproxy_server_status",
+            &[("status", "up"), ("scope", "bulk"), ("backend", backend), ("server", server)],
+        )
     };
     assert_eq!((up("primary", "node1"), up("primary", "node2")), (Some(1.0), Some(0.0)), "routes are read");
     assert_eq!(up("bulk", "s1"), None, "a backend outside the cluster is not exported");

@@ -92,7 +92,12 @@ fn heal(exporter: &Exporter) {
             && m.get("pgha_cluster_members_running", &[("scope", SCOPE)]) == Some(3.0)
             && m.get("pgha_etcd_cluster_members_healthy", &[("scope", SCOPE)]) == Some(3.0)
             && m.get("pgha_source_up", &[("scope", SCOPE), ("source", "haproxy")]) == Some(1.0)
-            && m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]).len() == 2;
+            && m.members_where(
+                "pgha_haproxy_server_status",
+                &[("status", "up"), ("scope", SCOPE), ("route", "replicas")],
+            )
+            .len()
+                == 2;
         ok.then_some(())
     });
 }
@@ -102,7 +107,12 @@ fn healthy(exporter: &Exporter) {
         let m = exporter.scrape();
         (m.leader(SCOPE).is_some()
             && m.get("pgha_cluster_members_running", &[("scope", SCOPE)]) == Some(3.0)
-            && m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]).len() == 2)
+            && m.members_where(
+                "pgha_haproxy_server_status",
+                &[("status", "up"), ("scope", SCOPE), ("route", "replicas")],
+            )
+            .len()
+                == 2)
             .then_some(m)
     });
     let leader = m.leader(SCOPE).unwrap();
@@ -134,11 +144,14 @@ fn healthy(exporter: &Exporter) {
     assert!(ttl > 0.0 && ttl <= 10.0, "ttl {ttl}");
 
     assert_eq!(
-        m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]),
+        m.members_where("pgha_haproxy_server_status", &[("status", "up"), ("scope", SCOPE), ("route", "primary")]),
         vec![leader.clone()],
         "the primary port routes to the leader only"
     );
-    assert_eq!(m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]), replicas);
+    assert_eq!(
+        m.members_where("pgha_haproxy_server_status", &[("status", "up"), ("scope", SCOPE), ("route", "replicas")]),
+        replicas
+    );
     for source in ["patroni", "etcd", "haproxy"] {
         for s in m.find("pgha_source_up", &[("scope", SCOPE), ("source", source)]) {
             assert_eq!(s.value, 1.0, "{:?}", s.labels);
@@ -192,8 +205,11 @@ fn replica_stopped(exporter: &Exporter) {
     });
     wait_until("HAProxy drops it from the replicas backend", Duration::from_secs(10), || {
         let m = exporter.scrape();
-        (m.get("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas"), ("member", &replica)]) == Some(0.0))
-            .then_some(())
+        (m.get(
+            "pgha_haproxy_server_status",
+            &[("status", "up"), ("scope", SCOPE), ("route", "replicas"), ("member", &replica)],
+        ) == Some(0.0))
+        .then_some(())
     });
     // Its member key expires about ttl (10 s) after it stopped; it must still be reported.
     let m = wait_until("its etcd key expired", Duration::from_secs(30), || {
@@ -224,7 +240,9 @@ fn leader_stopped(exporter: &Exporter) {
     assert!(m.get("pgha_cluster_timeline", &[("scope", SCOPE)]).unwrap() > timeline, "timeline incremented");
     assert_eq!(m.get("pgha_patroni_member_up", &[("scope", SCOPE), ("member", &old)]), Some(0.0));
     wait_until("the primary port routes to the new leader", Duration::from_secs(5), || {
-        (exporter.scrape().members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")])
+        (exporter
+            .scrape()
+            .members_where("pgha_haproxy_server_status", &[("status", "up"), ("scope", SCOPE), ("route", "primary")])
             == vec![new.clone()])
         .then_some(())
     });
@@ -238,14 +256,21 @@ fn etcd_quorum_lost(exporter: &Exporter) {
         (m.get("pgha_etcd_quorum", &[("scope", SCOPE)]) == Some(0.0)).then_some(m)
     });
     assert_eq!(m.get("pgha_etcd_cluster_members", &[("scope", SCOPE)]), Some(3.0), "stopped members still count");
-    assert_eq!(m.get("pgha_etcd_member_up", &[("scope", SCOPE), ("endpoint", "http://127.0.0.11:12379")]), Some(0.0));
+    assert_eq!(
+        m.get("pgha_source_up", &[("scope", SCOPE), ("source", "etcd"), ("target", "http://127.0.0.11:12379")]),
+        Some(0.0)
+    );
     // The survivor notices after its election timeout (1 s in the lab).
-    let survivor = [("scope", SCOPE), ("endpoint", "http://127.0.0.13:12379")];
+    let survivor = [("scope", SCOPE), ("etcd_endpoint", "http://127.0.0.13:12379")];
     let m = wait_until("the survivor reports no leader", Duration::from_secs(5), || {
         let m = exporter.scrape();
         (m.get("pgha_etcd_member_has_leader", &survivor) == Some(0.0)).then_some(m)
     });
-    assert_eq!(m.get("pgha_etcd_member_up", &survivor), Some(1.0), "it still answers");
+    assert_eq!(
+        m.get("pgha_source_up", &[("scope", SCOPE), ("source", "etcd"), ("target", "http://127.0.0.13:12379")]),
+        Some(1.0),
+        "it still answers"
+    );
     assert!(m.get("pgha_etcd_member_status_errors", &survivor).unwrap() >= 1.0, "etcdserver: no leader");
     // Patroni demotes the primary ~retry_timeout..ttl after losing the DCS.
     let m = wait_until("the former primary reports itself demoted", Duration::from_secs(40), || {
@@ -326,7 +351,8 @@ fn paused_etcd_member(exporter: &Exporter) {
     scrapes_stay_fast(exporter, Duration::from_secs(3));
     let m = wait_until("the paused etcd member reported down", Duration::from_secs(5), || {
         let m = exporter.scrape();
-        (m.get("pgha_etcd_member_up", &[("scope", SCOPE), ("endpoint", endpoint)]) == Some(0.0)).then_some(m)
+        (m.get("pgha_source_up", &[("scope", SCOPE), ("source", "etcd"), ("target", endpoint)]) == Some(0.0))
+            .then_some(m)
     });
     assert!(
         m.get("pgha_source_errors_total", &[("scope", SCOPE), ("target", endpoint), ("kind", "timeout")]).unwrap()

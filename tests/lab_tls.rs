@@ -143,7 +143,12 @@ fn healthy(exporter: &Exporter) {
         let m = exporter.scrape();
         (m.leader(SCOPE).is_some()
             && m.get("pgha_cluster_members_running", &[("scope", SCOPE)]) == Some(3.0)
-            && m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "replicas")]).len() == 2
+            && m.members_where(
+                "pgha_haproxy_server_status",
+                &[("status", "up"), ("scope", SCOPE), ("route", "replicas")],
+            )
+            .len()
+                == 2
             && m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "write")]) == Some(1.0)
             && m.get("pgha_probe_up", &[("scope", SCOPE), ("probe", "read")]) == Some(1.0))
         .then_some(m)
@@ -152,7 +157,10 @@ fn healthy(exporter: &Exporter) {
     assert_eq!(m.get("pgha_etcd_cluster_members_healthy", &[("scope", SCOPE)]), Some(3.0));
     assert_eq!(m.get("pgha_etcd_quorum", &[("scope", SCOPE)]), Some(1.0));
     assert_eq!(m.members_where("pgha_patroni_leader_key_info", &[("scope", SCOPE)]), vec![leader.clone()]);
-    assert_eq!(m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]), vec![leader]);
+    assert_eq!(
+        m.members_where("pgha_haproxy_server_status", &[("status", "up"), ("scope", SCOPE), ("route", "primary")]),
+        vec![leader]
+    );
     for source in ["patroni", "etcd", "haproxy"] {
         let up = m.find("pgha_source_up", &[("scope", SCOPE), ("source", source)]);
         assert!(!up.is_empty() && up.iter().all(|s| s.value == 1.0), "{source}: {up:?}");
@@ -217,10 +225,10 @@ fn quorum_lost(exporter: &Exporter) {
     wait_until("quorum reported lost", Duration::from_secs(10), || {
         (exporter.scrape().get("pgha_etcd_quorum", &[("scope", SCOPE)]) == Some(0.0)).then_some(())
     });
-    let survivor = [("scope", SCOPE), ("endpoint", ETCD[2])];
+    let survivor = [("scope", SCOPE), ("etcd_endpoint", ETCD[2])];
     wait_until("the survivor answers and has no leader", Duration::from_secs(5), || {
         let m = exporter.scrape();
-        (m.get("pgha_etcd_member_up", &survivor) == Some(1.0)
+        (m.get("pgha_source_up", &[("scope", SCOPE), ("source", "etcd"), ("target", ETCD[2])]) == Some(1.0)
             && m.get("pgha_etcd_member_has_leader", &survivor) == Some(0.0))
         .then_some(())
     });

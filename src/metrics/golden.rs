@@ -27,6 +27,14 @@ fn golden_path(state: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{state}.txt"))
 }
 
+/// The build's git revision changes with every commit.
+fn mask_revision(line: &str) -> String {
+    match line.split_once("revision=\"") {
+        Some((head, rest)) => format!("{head}revision=\"<masked>\"{}", rest.split_once('"').map_or("", |(_, t)| t)),
+        None => line.to_string(),
+    }
+}
+
 /// Sorted lines, `process_*` dropped, wall-clock values masked.
 fn normalise(text: &str) -> String {
     let process = |l: &str| ["process_", "# HELP process_", "# TYPE process_"].iter().any(|p| l.starts_with(p));
@@ -35,7 +43,7 @@ fn normalise(text: &str) -> String {
         .filter(|l| !process(l))
         .map(|l| match MASKED.iter().any(|m| l.starts_with(&format!("{m}{{")) || l.starts_with(&format!("{m} "))) {
             true => format!("{} <masked>", l.rsplit_once(' ').map_or(l, |(series, _)| series)),
-            false => l.to_string(),
+            false => mask_revision(l),
         })
         .collect();
     lines.sort();

@@ -111,7 +111,8 @@ pub fn l(pairs: &[(&'static str, &str)]) -> Labels {
 /// Every family of every cluster, plus the exporter's own.
 pub fn build(clusters: &[Arc<ClusterState>], now: Instant) -> Vec<Family> {
     let mut f = Families::default();
-    f.info("pgha_build", "Build of the exporter.", l(&[("version", env!("CARGO_PKG_VERSION"))]));
+    let build = l(&[("version", env!("CARGO_PKG_VERSION")), ("revision", env!("PGHA_REVISION"))]);
+    f.info("pgha_build", "Build of the exporter.", build);
     for cluster in clusters {
         let data = cluster.read();
         let scope = cluster.scope();
@@ -241,10 +242,10 @@ mod tests {
             "zero-initialised"
         );
         assert!(t.contains(
-            "pgha_haproxy_server_up{scope=\"demo\",haproxy=\"haproxy\",backend=\"replicas\",server=\"node3\",member=\"node3\",route=\"replicas\"} 0"
+            "pgha_haproxy_server_status{scope=\"demo\",haproxy=\"haproxy\",backend=\"replicas\",server=\"node3\",member=\"node3\",route=\"replicas\",status=\"up\"} 0"
         ));
         assert!(t.contains(
-            "pgha_haproxy_server_up{scope=\"demo\",haproxy=\"haproxy\",backend=\"primary\",server=\"node1\",member=\"node1\",route=\"primary\"} 1"
+            "pgha_haproxy_server_status{scope=\"demo\",haproxy=\"haproxy\",backend=\"primary\",server=\"node1\",member=\"node1\",route=\"primary\",status=\"up\"} 1"
         ));
         assert!(t.contains("# TYPE pgha_build info"));
         assert!(t.ends_with("# EOF\n"));

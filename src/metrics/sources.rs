@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{l, Families};
-use crate::model::haproxy::{member_of, ServerStatus};
+use crate::model::haproxy::{member_of, CheckResult, ServerStatus};
 use crate::model::patroni::{PgState, Role};
 use crate::model::source::Source;
 use crate::state::ClusterData;
@@ -75,7 +75,7 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
             let mut info = labels.clone();
             info.push(("api_url", member.api_url.clone()));
             info.push(("postgres", member.postgres.as_ref().map(|p| p.to_string()).unwrap_or_default()));
-            info.push(("version", status.and_then(|s| s.patroni_version.clone()).unwrap_or_default()));
+            info.push(("version", member.version.clone().unwrap_or_default()));
             f.info("pgha_patroni_member", "Addresses and Patroni version of a member.", info);
             for role in Role::ALL.iter().copied() {
                 let mut rl = labels.clone();
@@ -191,8 +191,8 @@ fn patroni_families(f: &mut Families, scope: &str, data: &ClusterData) {
 fn etcd_families(f: &mut Families, scope: &str, data: &ClusterData) {
     let Some(etcd) = data.etcd.as_ref().filter(|e| e.polled()) else { return };
     for (endpoint, ep) in &etcd.endpoints {
-        let labels = l(&[("scope", scope), ("endpoint", endpoint)]);
-        f.flag("pgha_etcd_member_up", "1 if the etcd member answered status in time.", labels.clone(), ep.health.up);
+        // Not `endpoint`: Prometheus Operator puts that label on every target it scrapes.
+        let labels = l(&[("scope", scope), ("etcd_endpoint", endpoint)]);
         let status = ep.status.as_ref();
         f.flag(
             "pgha_etcd_member_is_leader",
@@ -305,12 +305,6 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
                 ("member", &member),
                 ("route", h.routes.of(&s.backend).as_str()),
             ]);
-            f.flag(
-                "pgha_haproxy_server_up",
-                "1 if HAProxy routes to this server (status UP).",
-                labels.clone(),
-                s.status == ServerStatus::Up,
-            );
             for status in ServerStatus::ALL.iter().copied() {
                 let mut sl = labels.clone();
                 sl.push(("status", status.as_str().to_string()));
@@ -321,13 +315,17 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
                     s.status == status,
                 );
             }
-            let mut check = labels.clone();
-            check.push(("check_status", s.check_status.clone()));
-            f.info(
-                "pgha_haproxy_server_check",
-                "The result of the server's last health check (L7OK, L7STS, L4CON, ...).",
-                check,
-            );
+            let result = CheckResult::of(&s.check_status);
+            for r in CheckResult::ALL.iter().copied() {
+                let mut rl = labels.clone();
+                rl.push(("result", r.as_str().to_string()));
+                f.flag(
+                    "pgha_haproxy_server_check_result",
+                    "The server's last health check, one-hot: ok, timeout, refused, bad_response (L7STS: Patroni's 503), pending, none, other.",
+                    rl,
+                    result == r,
+                );
+            }
             if let Some(v) = s.last_change_seconds {
                 f.gauge(
                     "pgha_haproxy_server_last_change_seconds",

@@ -39,6 +39,43 @@ impl ServerStatus {
 }
 
 label_enum! {
+    /// The result of a server's last health check, folded from HAProxy's `check_status` codes
+    /// into what they mean: the `result` label of a one-hot family, so a check that changes
+    /// result changes a value, not a series (the exact code is in the events and the log).
+    pub enum CheckResult {
+        /// L4OK, L6OK, L7OK, L7OKC, PROCOK.
+        Ok = "ok",
+        /// L4TOUT, L6TOUT, L7TOUT, PROCTOUT.
+        Timeout = "timeout",
+        /// L4CON, SOCKERR: the connection failed.
+        Refused = "refused",
+        /// L6RSP, L7RSP, L7STS, PROCERR: an answer, but a wrong one (Patroni's 503 for a replica
+        /// on the primary's check is L7STS).
+        BadResponse = "bad_response",
+        /// INI, UNK: not checked yet.
+        Pending = "pending",
+        /// No check configured or reported.
+        None = "none",
+        Other = "other",
+    }
+}
+
+impl CheckResult {
+    /// From the stats page's `check_status` (`* ` prefix already removed).
+    pub fn of(code: &str) -> Self {
+        match code {
+            "L4OK" | "L6OK" | "L7OK" | "L7OKC" | "PROCOK" => CheckResult::Ok,
+            "L4TOUT" | "L6TOUT" | "L7TOUT" | "PROCTOUT" => CheckResult::Timeout,
+            "L4CON" | "SOCKERR" => CheckResult::Refused,
+            "L6RSP" | "L7RSP" | "L7STS" | "PROCERR" => CheckResult::BadResponse,
+            "INI" | "UNK" => CheckResult::Pending,
+            "" => CheckResult::None,
+            _ => CheckResult::Other,
+        }
+    }
+}
+
+label_enum! {
     /// What a backend is for, from the configuration: the `route` label.
     pub enum Route {
         Primary = "primary",

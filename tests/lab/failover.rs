@@ -49,7 +49,10 @@ fn settle(exporter: &Exporter) -> Metrics {
         let m = exporter.scrape();
         let settled = verdict(&m) == "healthy"
             && m.leader(SCOPE).is_some_and(|l| {
-                m.members_where("pgha_haproxy_server_up", &[("scope", SCOPE), ("route", "primary")]) == vec![l]
+                m.members_where(
+                    "pgha_haproxy_server_status",
+                    &[("status", "up"), ("scope", SCOPE), ("route", "primary")],
+                ) == vec![l]
             });
         if !settled {
             since = None;
