@@ -120,9 +120,9 @@ impl Fleet {
     /// counted in `pgha_config_last_reload_successful`) and the running one kept.
     pub fn reload(&self) -> Result<Changes, String> {
         let Some(path) = &self.config_path else { return Err("no configuration file to read again".into()) };
-        let result = Config::load(path).map_err(|e| e.to_string());
+        // Held from reading to applying: two reloads at once apply in the order they read.
         let mut status = self.reload.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
+        match Config::load(path).map_err(|e| e.to_string()) {
             Ok(config) => {
                 let changes = self.apply(&config);
                 *status = ReloadStatus { successful: true, last_success: SystemTime::now() };

@@ -17,6 +17,8 @@ use crate::state::{ClusterState, WriteLedger};
 use crate::timeline::{unix, Event, Failover};
 
 const VERSION: u32 = 1;
+/// Acknowledged writes restored at most (the write probe keeps as many).
+const ACKED_RESTORED: usize = 100_000;
 /// Sequence numbers skipped at a restart.
 const SEQ_SKIP: i64 = 100_000;
 /// The largest state file read back.
@@ -81,14 +83,28 @@ fn runs(acked: &VecDeque<(i64, Instant)>, now: Instant, now_unix: f64) -> Vec<Ac
 
 /// The acknowledged writes back, each run's times spread evenly between its ends; times in the
 /// future (a clock set back) become now.
+/// A tampered or damaged file costs nothing: impossible runs and times are dropped, and no more
+/// than [`ACKED_RESTORED`] writes come back (the newest).
 fn unruns(runs: &[AckRun], now: Instant, now_unix: f64) -> VecDeque<(i64, Instant)> {
-    let instant = |u: f64| now.checked_sub(Duration::from_secs_f64((now_unix - u).max(0.0))).unwrap_or(now);
+    let instant = |u: f64| {
+        let ago = Duration::try_from_secs_f64(now_unix - u).unwrap_or(Duration::ZERO);
+        now.checked_sub(ago).unwrap_or(now)
+    };
+    let sane = |r: &&AckRun| {
+        r.from <= r.to
+            && r.to.checked_sub(r.from).is_some_and(|n| n < ACKED_RESTORED as i64)
+            && r.first.is_finite()
+            && r.last.is_finite()
+    };
     let mut out = VecDeque::new();
-    for run in runs.iter().filter(|r| r.from <= r.to && r.to - r.from < 10_000_000) {
+    for run in runs.iter().filter(sane) {
         let n = (run.to - run.from) as f64;
         for (i, seq) in (run.from..=run.to).enumerate() {
             let u = if n == 0.0 { run.last } else { run.first + (run.last - run.first) * i as f64 / n };
             out.push_back((seq, instant(u)));
+            if out.len() > ACKED_RESTORED {
+                out.pop_front();
+            }
         }
     }
     out
@@ -127,7 +143,7 @@ impl SavedCluster {
             let check_owed = w.check_owed || !acked.is_empty();
             // The exporter that saved this may have used sequence numbers after its last save
             // (up to a second of attempts; committed or not): resume well past them.
-            *state.ledger() = WriteLedger { seq: w.seq + SEQ_SKIP, acked, check_owed };
+            *state.ledger() = WriteLedger { seq: w.seq.max(0).saturating_add(SEQ_SKIP), acked, check_owed };
         }
     }
 }
@@ -218,6 +234,8 @@ mod tests {
         let nonsense =
             [AckRun { from: 5, to: 1, first: 0.0, last: 0.0 }, AckRun { from: 0, to: i64::MAX, first: 0.0, last: 0.0 }];
         assert!(unruns(&nonsense, now, 1000.0).is_empty(), "a tampered file costs nothing");
+        let future = [AckRun { from: 1, to: 1, first: 1e300, last: 1e300 }];
+        assert_eq!(unruns(&future, now, 1000.0)[0].1, now, "a time in the future is now");
     }
 
     #[test]
@@ -255,10 +273,10 @@ mod tests {
         }
         let mut last = None;
         save_if_changed(&path, std::slice::from_ref(&before), &mut last).unwrap();
-        let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let written = std::fs::read(&path).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         save_if_changed(&path, std::slice::from_ref(&before), &mut last).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), written, "nothing changed: no write");
+        assert_eq!(std::fs::read(&path).unwrap(), written, "nothing changed: no write (its save time would differ)");
 
         let (mut saved, saved_at) = load(&path).unwrap();
         let mut kept = saved.remove("s").unwrap();

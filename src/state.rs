@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::ClusterPlan;
@@ -273,7 +273,9 @@ pub struct WriteLedger {
 pub struct ClusterState {
     pub plan: ClusterPlan,
     data: RwLock<ClusterData>,
-    ledger: Mutex<WriteLedger>,
+    /// Shared with the state a reload replaces: the old write probe may still finish an
+    /// attempt while it is being stopped, and its sequence number and ack must land here too.
+    ledger: Arc<Mutex<WriteLedger>>,
     /// Latched once every target has had its first call.
     ready: AtomicBool,
     /// Restarts of each collection task (by its name), since the exporter started.
@@ -322,7 +324,7 @@ impl ClusterState {
         Self {
             plan,
             data: RwLock::new(data),
-            ledger: Mutex::default(),
+            ledger: Arc::default(),
             ready: AtomicBool::new(false),
             restarts: Mutex::default(),
         }
@@ -338,7 +340,11 @@ impl ClusterState {
     /// said last); what the new settings no longer name goes. `old`'s tasks must have stopped.
     pub fn succeed(plan: ClusterPlan, old: &ClusterState) -> Self {
         let mut before = old.write();
-        let next = ClusterState::new(plan, before.probes.probe_id.clone());
+        let mut next = ClusterState::new(plan, before.probes.probe_id.clone());
+        if next.plan.write_probe() {
+            next.ledger = old.ledger.clone();
+        }
+        next.ready.store(old.ready(), Ordering::Relaxed);
         {
             let mut data = next.write();
             let sees = Sees {
@@ -387,9 +393,6 @@ impl ClusterState {
         }
         *next.restarts.lock().unwrap_or_else(|p| p.into_inner()) =
             old.restarts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if next.plan.write_probe() {
-            *next.ledger() = std::mem::take(&mut *old.ledger());
-        }
         next
     }
 

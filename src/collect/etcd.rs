@@ -218,13 +218,21 @@ pub struct EtcdPoller {
     clients: Vec<Option<Client>>,
     /// Malformed member keys already warned about (each once, while it stays malformed).
     malformed: std::collections::BTreeSet<String>,
+    /// Each endpoint's last TLS diagnosis (when, what it found), reused for a while: a
+    /// diagnosis costs a handshake and a wait, and an endpoint that keeps failing should not
+    /// slow every round.
+    diagnosed: Vec<Option<(Instant, Option<String>)>>,
 }
+
+/// How long a TLS diagnosis stands.
+const DIAGNOSIS_KEPT: Duration = Duration::from_secs(10);
 
 impl EtcdPoller {
     pub fn new(state: Arc<ClusterState>, plan: EtcdPlan) -> Self {
         let prefix = state.plan.key_prefix.clone();
         let clients = plan.endpoints.iter().map(|_| None).collect();
-        Self { state, plan, prefix, clients, malformed: Default::default() }
+        let diagnosed = plan.endpoints.iter().map(|_| None).collect();
+        Self { state, plan, prefix, clients, malformed: Default::default(), diagnosed }
     }
 
     pub async fn run(mut self) {
@@ -293,17 +301,30 @@ impl EtcdPoller {
 
     /// A call to an https endpoint that failed on a connection closed without a reason may have
     /// been refused by TLS after the handshake: one handshake of our own tells.
-    async fn explain_tls_failures<T>(&self, results: &mut [(Instant, Instant, T, Result<EndpointStatus, EtcdError>)]) {
+    async fn explain_tls_failures<T>(
+        &mut self,
+        results: &mut [(Instant, Instant, T, Result<EndpointStatus, EtcdError>)],
+    ) {
         let Some(plan) = &self.plan.tls else { return };
-        let timeout = self.plan.polling.timeout;
-        let checks = results.iter().zip(&self.plan.endpoints).map(|((_, _, _, result), endpoint)| async move {
-            let unexplained = matches!(result, Err(EtcdError::Connect(_) | EtcdError::Rpc(_)));
-            match unexplained && endpoint.starts_with("https://") {
-                true => super::tls_check::diagnose(endpoint, plan, timeout).await,
-                false => None,
+        let (timeout, now) = (self.plan.polling.timeout, Instant::now());
+        let diagnosed = &self.diagnosed;
+        let checks =
+            results.iter().zip(&self.plan.endpoints).enumerate().map(|(i, ((_, _, _, result), endpoint))| async move {
+                let unexplained = matches!(result, Err(EtcdError::Connect(_) | EtcdError::Rpc(_)));
+                if !unexplained || !endpoint.starts_with("https://") {
+                    return None;
+                }
+                match &diagnosed[i] {
+                    Some((at, why)) if now.duration_since(*at) < DIAGNOSIS_KEPT => Some(why.clone()),
+                    _ => Some(super::tls_check::diagnose(endpoint, plan, timeout).await),
+                }
+            });
+        let found = futures::future::join_all(checks).await;
+        for (i, diagnosis) in found.into_iter().enumerate() {
+            let Some(why) = diagnosis else { continue };
+            if self.diagnosed[i].as_ref().is_none_or(|(at, _)| now.duration_since(*at) >= DIAGNOSIS_KEPT) {
+                self.diagnosed[i] = Some((now, why.clone()));
             }
-        });
-        for (i, why) in futures::future::join_all(checks).await.into_iter().enumerate() {
             if let Some(why) = why {
                 results[i].3 = Err(EtcdError::Tls(why));
             }

@@ -550,6 +550,12 @@ mod tests {
         assert_eq!(mode("require"), (SslMode::Require, Some(Verify::Nothing)));
         assert_eq!(mode("verify-ca"), (SslMode::VerifyCa, Some(Verify::ChainOnly)));
         assert_eq!(mode("verify-full"), (SslMode::VerifyFull, Some(Verify::Full)));
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        assert_eq!(
+            mode(&format!("require, tls: {{ca_file: {fixtures}/ca.crt}}")),
+            (SslMode::Require, Some(Verify::ChainOnly)),
+            "as libpq with a root certificate"
+        );
         let text = "clusters:\n  - scope: a\n    etcd: {endpoints: ['http://e:1']}\n    probes: {user: u, primary: 'h:1', sslmode: verify_full}\n";
         assert!(Config::parse(text).unwrap_err().to_string().contains("verify-full"), "libpq's spelling is asked for");
     }

@@ -148,6 +148,11 @@ fn verifier(
     server_name: Option<String>,
     verify: Verify,
 ) -> Result<Arc<dyn ServerCertVerifier>, ConfigError> {
+    let server_name = server_name.map(|n| ServerName::try_from(n).expect("checked by plan()"));
+    // Nothing to check against: no roots needed (a host without CA certificates is fine).
+    if verify == Verify::Nothing {
+        return Ok(Arc::new(Checked { inner: None, verify, server_name }));
+    }
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(certs) => {
@@ -160,20 +165,21 @@ fn verifier(
             roots.add_parsable_certificates(found.certs);
         }
     }
-    if roots.is_empty() && verify != Verify::Nothing {
+    if roots.is_empty() {
         return Err(invalid(field, "no CA certificate: set `ca_file` (the system has no roots)"));
     }
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| invalid(field, e.to_string()))?;
-    let server_name = server_name.map(|n| ServerName::try_from(n).expect("checked by plan()"));
-    Ok(Arc::new(Checked { inner, verify, server_name }))
+    Ok(Arc::new(Checked { inner: Some(inner), verify, server_name }))
 }
 
-/// The standard chain check, with the name replaced by the configured one, or skipped.
+/// The standard chain check, with the name replaced by the configured one, or skipped; with
+/// [`Verify::Nothing`] only the handshake's signatures are checked (the peer holds the key of
+/// the certificate it sent, whatever that certificate is).
 #[derive(Debug)]
 struct Checked {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Option<Arc<WebPkiServerVerifier>>,
     verify: Verify,
     server_name: Option<ServerName<'static>>,
 }
@@ -187,8 +193,9 @@ impl ServerCertVerifier for Checked {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(inner) = &self.inner else { return Ok(ServerCertVerified::assertion()) };
         let name = self.server_name.as_ref().unwrap_or(server_name);
-        match (self.verify, self.inner.verify_server_cert(end_entity, intermediates, name, ocsp, now)) {
+        match (self.verify, inner.verify_server_cert(end_entity, intermediates, name, ocsp, now)) {
             (Verify::Nothing, _) => Ok(ServerCertVerified::assertion()),
             (Verify::ChainOnly, Err(rustls::Error::InvalidCertificate(e))) if wrong_name(&e) => {
                 Ok(ServerCertVerified::assertion())
@@ -203,7 +210,15 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match &self.inner {
+            Some(inner) => inner.verify_tls12_signature(message, cert, dss),
+            None => rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &provider().signature_verification_algorithms,
+            ),
+        }
     }
 
     fn verify_tls13_signature(
@@ -212,11 +227,19 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match &self.inner {
+            Some(inner) => inner.verify_tls13_signature(message, cert, dss),
+            None => rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &provider().signature_verification_algorithms,
+            ),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        provider().signature_verification_algorithms.supported_schemes()
     }
 }
 

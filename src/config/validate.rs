@@ -295,8 +295,9 @@ fn etcd(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<EtcdPla
         if t.insecure_skip_verify {
             return Err(invalid(at("etcd.tls.insecure_skip_verify"), "not offered for etcd: give its CA in `ca_file`"));
         }
-        if !e.endpoints.iter().any(|u| u.starts_with("https://")) {
-            return Err(invalid(at("etcd.tls"), "set, but no endpoint is `https://`"));
+        if let Some(plain) = e.endpoints.iter().find(|u| !u.starts_with("https://")) {
+            // Its credentials and reads would go in clear beside the secured ones.
+            return Err(invalid(at("etcd.tls"), format!("set, but `{plain}` is not `https://`")));
         }
     }
     Ok(Some(EtcdPlan {
@@ -358,7 +359,10 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
 fn pg_tls(at: &str, p: &ProbeConfig) -> Result<PgTls, ConfigError> {
     let verify = match p.sslmode {
         SslMode::Disable => None,
-        SslMode::Prefer | SslMode::Require => Some(Verify::Nothing),
+        SslMode::Prefer => Some(Verify::Nothing),
+        // As libpq: `require` with a root CA given checks the chain, as `verify-ca`.
+        SslMode::Require if p.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) => Some(Verify::ChainOnly),
+        SslMode::Require => Some(Verify::Nothing),
         SslMode::VerifyCa => Some(Verify::ChainOnly),
         SslMode::VerifyFull => Some(Verify::Full),
     };

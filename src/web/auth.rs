@@ -14,14 +14,23 @@ use super::WebConfig;
 /// Remembered successes, at most; past that the memory starts again.
 const REMEMBERED: usize = 1024;
 
-/// A hash checked for unknown users (cost 10, as `htpasswd -B` makes), only for its cost: an
-/// unknown user is refused whatever it says.
+/// A hash checked for unknown users (cost 10, as `htpasswd -B` makes; made on first use, on a
+/// blocking thread), only for its cost: an unknown user is refused whatever it says.
 static NOBODY: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| bcrypt::hash("nobody", 10).unwrap_or_default());
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Authenticator {
     remembered: Mutex<HashSet<[u8; 32]>>,
+    /// One bcrypt check at a time, as exporter-toolkit does: clients trying passwords cannot
+    /// take every core from the collectors.
+    checking: tokio::sync::Semaphore,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self { remembered: Mutex::default(), checking: tokio::sync::Semaphore::new(1) }
+    }
 }
 
 impl Authenticator {
@@ -32,16 +41,20 @@ impl Authenticator {
             return true;
         }
         let Some((user, password)) = header.and_then(basic) else { return false };
-        let hash = config.users.get(&user).cloned();
-        let key = digest(&user, hash.as_deref().unwrap_or(&NOBODY), &password);
-        if hash.is_some() && self.lock().contains(&key) {
+        let Some(hash) = config.users.get(&user).cloned() else {
+            // An unknown user costs a check too.
+            let _turn = self.checking.acquire().await;
+            let _ = tokio::task::spawn_blocking(move || bcrypt::verify(password, &NOBODY)).await;
+            return false;
+        };
+        let key = digest(&user, &hash, &password);
+        if self.lock().contains(&key) {
             return true;
         }
-        let checked = hash.clone().unwrap_or_else(|| NOBODY.clone());
-        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &checked).unwrap_or(false))
+        let _turn = self.checking.acquire().await;
+        let allowed = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
             .unwrap_or(false);
-        let allowed = matches && hash.is_some();
         if allowed {
             let mut remembered = self.lock();
             if remembered.len() >= REMEMBERED {

@@ -68,6 +68,8 @@ pub struct WebConfig {
     /// User name to bcrypt hash; empty: no authentication.
     pub users: BTreeMap<String, String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The certificate, key and CA files it was made from: a change of any is a change of it.
+    pub files: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -80,12 +82,15 @@ impl std::fmt::Debug for WebConfig {
     }
 }
 
-pub(super) fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+/// Reads the file. An empty one is a valid, empty configuration at start, as for
+/// exporter-toolkit, but not later (`allow_empty` false): a file caught in the middle of being
+/// written must not turn TLS and authentication off.
+pub(super) fn load(path: &Path, allow_empty: bool) -> Result<WebConfig, WebConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read { path: path.into(), source })?;
     let invalid = |message: String| WebConfigError::Invalid { path: path.into(), message };
-    // An empty file is a valid, empty configuration, as for exporter-toolkit.
     let file: WebConfigFile = match text.trim() {
-        "" => WebConfigFile::default(),
+        "" if allow_empty => WebConfigFile::default(),
+        "" => return Err(invalid("empty: refused once started (restart to serve without TLS and users)".into())),
         _ => serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?,
     };
     validate(file, path.parent().unwrap_or(Path::new("."))).map_err(invalid)
@@ -106,8 +111,9 @@ fn validate(file: WebConfigFile, dir: &Path) -> Result<WebConfig, String> {
             .map_err(|_| format!("http_server_config.headers.{name}: not a header value"))?;
         headers.push((n, v));
     }
+    let files = file.tls_server_config.as_ref().map(|t| super::tls::files(t, dir)).unwrap_or_default();
     let tls = file.tls_server_config.map(|t| super::tls::server_config(&t, dir)).transpose()?.map(Arc::new);
-    Ok(WebConfig { tls, users: file.basic_auth_users, headers })
+    Ok(WebConfig { tls, users: file.basic_auth_users, headers, files })
 }
 
 #[cfg(test)]
@@ -133,6 +139,7 @@ mod tests {
             ("tls_server_config: {cert_file: client.crt, key_file: server.key}", "key_file"),
             ("tls_server_config: {cert_file: server.crt, key_file: server.key, cipher_suites: [x]}", "cipher_suites"),
             ("basic_auth_users: {u: plain-password-here}", "basic_auth_users.u: not a bcrypt hash"),
+            ("tls_server_config: {cert_file: server.crt, key_file: server.key, client_ca_file: ca.crt}", "without a client_auth_type"),
             ("http_server_config: {headers: {'bad header': x}}", "not a header name"),
         ];
         for (yaml, said) in cases {

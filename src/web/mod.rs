@@ -1,8 +1,9 @@
 //! `--web.config.file`: TLS, client certificates, basic auth and response headers for every
 //! endpoint, in the exporter-toolkit format that Prometheus exporters share, so the file an SRE
 //! already writes for node_exporter works here. The file is checked at start (a bad one stops
-//! the exporter); afterwards it is looked at on each new connection and read again when it
-//! changed, as exporter-toolkit does: a new certificate or user needs no restart. A changed file
+//! the exporter); afterwards it and the certificate, key and CA files it names are looked at
+//! on each new connection and request, and read again when one changed, as exporter-toolkit
+//! does: a new certificate or user needs no restart. A changed file
 //! that does not validate is logged and the last good one kept.
 
 pub mod auth;
@@ -35,36 +36,44 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// The web configuration in force: none (plain HTTP, no auth) or a file's latest good version.
+/// The stamps of the file and of every file it names.
+type Stamps = Vec<Option<Stamp>>;
+
+fn stamps(path: &Path, config: &WebConfig) -> Stamps {
+    std::iter::once(path).chain(config.files.iter().map(PathBuf::as_path)).map(stamp).collect()
+}
+
 #[derive(Debug)]
 pub struct WebSource {
     path: Option<PathBuf>,
-    current: Mutex<(Option<Stamp>, Arc<WebConfig>)>,
+    current: Mutex<(Stamps, Arc<WebConfig>)>,
 }
 
 impl WebSource {
     /// No file: plain HTTP, open endpoints.
     pub fn none() -> Self {
-        Self { path: None, current: Mutex::new((None, Arc::new(WebConfig::default()))) }
+        Self { path: None, current: Mutex::new((Vec::new(), Arc::new(WebConfig::default()))) }
     }
 
     /// The file at `path`, which must be valid now.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
-        let seen = stamp(path);
-        let config = file::load(path)?;
+        let config = file::load(path, true)?;
+        let seen = stamps(path, &config);
         Ok(Self { path: Some(path.to_path_buf()), current: Mutex::new((seen, Arc::new(config))) })
     }
 
-    /// The configuration for a new connection: the file again if it changed and still
-    /// validates, else the one in force.
+    /// The configuration for a new connection: read again if the file, or a certificate, key
+    /// or CA file it names, changed (and still valid), else the one in force.
     pub fn current(&self) -> Arc<WebConfig> {
         let Some(path) = &self.path else { return self.lock().1.clone() };
-        let seen = stamp(path);
         let mut current = self.lock();
+        let seen = stamps(path, &current.1);
         if seen != current.0 {
             current.0 = seen;
-            match file::load(path) {
+            match file::load(path, false) {
                 Ok(config) => {
                     tracing::info!(file = %path.display(), "web configuration read again");
+                    current.0 = stamps(path, &config);
                     current.1 = Arc::new(config);
                 }
                 Err(e) => {
@@ -75,7 +84,7 @@ impl WebSource {
         current.1.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Stamp>, Arc<WebConfig>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Stamps, Arc<WebConfig>)> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -52,7 +52,20 @@ fn versions(
     Ok(chosen)
 }
 
+/// The files a server setup is made from.
+pub(super) fn files(t: &TlsServerConfig, dir: &Path) -> Vec<std::path::PathBuf> {
+    [Some(&t.cert_file), Some(&t.key_file), t.client_ca_file.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| dir.join(p))
+        .collect()
+}
+
 fn client_verifier(t: &TlsServerConfig, dir: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    if t.client_ca_file.is_some() && t.client_auth_type == ClientAuth::NoClientCert {
+        // As exporter-toolkit: a CA given for nothing is a mistake, not mTLS.
+        return Err("tls_server_config: client_ca_file without a client_auth_type that checks it (RequireAndVerifyClientCert or VerifyClientCertIfGiven)".into());
+    }
     let verified = |optional: bool| -> Result<Arc<dyn ClientCertVerifier>, String> {
         let file = t.client_ca_file.as_ref().ok_or("tls_server_config: this client_auth_type needs client_ca_file")?;
         let mut roots = rustls::RootCertStore::empty();
