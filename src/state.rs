@@ -339,12 +339,14 @@ impl ClusterState {
     /// restarts, what each member, HAProxy instance and etcd endpoint that is still configured
     /// said last); what the new settings no longer name goes. `old`'s tasks must have stopped.
     pub fn succeed(plan: ClusterPlan, old: &ClusterState) -> Self {
+        // Before the write lock: `ready()` reads the data.
+        let was_ready = old.ready();
         let mut before = old.write();
         let mut next = ClusterState::new(plan, before.probes.probe_id.clone());
         if next.plan.write_probe() {
             next.ledger = old.ledger.clone();
         }
-        next.ready.store(old.ready(), Ordering::Relaxed);
+        next.ready.store(was_ready, Ordering::Relaxed);
         {
             let mut data = next.write();
             let sees = Sees {
