@@ -108,7 +108,17 @@ async fn reload(State(state): State<AppState>) -> Response {
     }
     let fleet = state.fleet.clone();
     match tokio::task::spawn_blocking(move || fleet.reload()).await {
-        Ok(Ok(changes)) => (StatusCode::OK, format!("{changes:?}\n")).into_response(),
+        Ok(Ok(c)) => {
+            let list = |scopes: &[String]| if scopes.is_empty() { "-".to_string() } else { scopes.join(", ") };
+            let text = format!(
+                "configuration reloaded\nkept: {}\nchanged: {}\nadded: {}\nremoved: {}\n",
+                list(&c.kept),
+                list(&c.changed),
+                list(&c.added),
+                list(&c.removed)
+            );
+            (StatusCode::OK, text).into_response()
+        }
         Ok(Err(why)) => {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {why}\n")).into_response()
         }

@@ -381,9 +381,13 @@ impl ClusterState {
             }
             for (name, h) in std::mem::take(&mut before.haproxy) {
                 if let Some(kept) = data.haproxy.get_mut(&name) {
-                    kept.health = h.health;
+                    // The routes last read too: without them the verdict would say for a round
+                    // that HAProxy routes nowhere.
+                    (kept.health, kept.last_good) = (h.health, h.last_good);
                 }
             }
+            data.dcs_view = before.dcs_view.take();
+            data.sole_primary = before.sole_primary.take();
             if let (Some(new), Some(old)) = (data.etcd.as_mut(), before.etcd.take()) {
                 for (url, endpoint) in old.endpoints {
                     if let Some(kept) = new.endpoints.get_mut(&url) {
