@@ -10,6 +10,7 @@ pub mod assess;
 pub mod collect;
 pub mod config;
 pub mod fleet;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod model;

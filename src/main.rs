@@ -55,6 +55,17 @@ struct Cli {
 enum Command {
     /// Validate the configuration file and exit: 0 if valid, 1 with the bad field named if not.
     CheckConfig,
+    /// One `GET` of a running exporter's `/-/healthy` (a container's HEALTHCHECK): exit 0 when
+    /// it answers 200 (or 401: alive behind basic auth), 1 with the reason otherwise. An https
+    /// URL is read without checking the certificate.
+    Healthcheck {
+        /// The URL to read.
+        #[arg(long, default_value = "http://127.0.0.1:9744/-/healthy")]
+        url: String,
+        /// Deadline of the whole call.
+        #[arg(long, default_value = "3s")]
+        timeout: humantime::Duration,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +81,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Kept to the end: dropping it flushes the log lines still queued.
     let _log = init_logging(&cli);
+    if let Some(Command::Healthcheck { url, timeout }) = &cli.command {
+        return healthcheck(url, (*timeout).into());
+    }
     if let Some(Command::CheckConfig) = cli.command {
         // Written without `println!`, which panics when the reader of the pipe is gone.
         return match Config::load(&cli.config_file) {
@@ -92,6 +106,28 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `healthcheck`: prints what the exporter answered, or why it did not, and says so in the exit code.
+fn healthcheck(url: &str, timeout: Duration) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "unhealthy: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    pgha_exporter::config::tls::install_default_provider();
+    match runtime.block_on(pgha_exporter::healthcheck::check(url, timeout)) {
+        Ok(answer) => {
+            let _ = writeln!(std::io::stdout(), "healthy: {answer}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "unhealthy: {e}");
             std::process::ExitCode::FAILURE
         }
     }
