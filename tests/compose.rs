@@ -4,6 +4,8 @@
 //! Docker (ignored): `docker-compose config` and the Compose specification's schema, and the
 //! stack itself (tests/compose/stack.rs).
 
+#[path = "compose/entry.rs"]
+mod entry;
 #[path = "compose/stack.rs"]
 mod stack;
 
@@ -56,6 +58,7 @@ fn binds(service: &Value) -> Vec<(PathBuf, String)> {
     let specs = volumes.iter().filter_map(|v| v.as_str()).filter(|v| v.starts_with('.') || v.starts_with('/'));
     specs
         .map(|v| {
+            let v = defaults(v);
             let mut parts = v.split(':');
             (compose_dir().join(parts.next().unwrap()), parts.next().unwrap().to_string())
         })
@@ -156,24 +159,39 @@ fn prometheus_loads_the_mounted_config_and_rules_and_scrapes_the_exporter() {
     assert_eq!(target, format!("pgha-exporter:{port}"), "Prometheus scrapes another address");
 }
 
+/// The names a service reaches: every service, and its `extra_hosts` names.
+fn reachable_from(service: &Value) -> Vec<String> {
+    let extra = service["extra_hosts"].as_array().cloned().unwrap_or_default();
+    let extra = extra.iter().filter_map(|h| h.as_str()?.split(':').next().map(str::to_string));
+    services().into_keys().chain(extra).collect()
+}
+
 #[test]
-fn the_exporter_config_loads_and_names_services_of_the_stack() {
+fn the_exporter_configs_load_and_name_what_the_stack_runs() {
     let exporter = service("pgha-exporter");
-    let config = host_path(&exporter, "/etc/pgha-exporter/pgha-exporter.yml").expect("the config is mounted");
+    let mounted = host_path(&exporter, "/etc/pgha-exporter/pgha-exporter.yml").expect("the config is mounted");
+    assert!(mounted.ends_with("pgha-exporter-single.yml"), "{}", mounted.display());
+    let names = reachable_from(&exporter);
     std::env::set_var("PGHA_PROBE_PASSWORD", "x");
-    let loaded = pgha_exporter::config::Config::load(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-    assert_eq!(loaded.clusters.len(), 1);
-    let text = std::fs::read_to_string(&config).unwrap();
-    let names = services();
-    for host in ["etcd1", "etcd2", "etcd3", "haproxy"] {
-        assert!(
-            text.contains(&format!("{host}:")) && names.contains_key(host),
-            "{host} is not a service the config names"
-        );
+    for (profile, hosts) in
+        [("single", &["etcd1", "etcd2", "etcd3", "haproxy", "entry"][..]), ("ha-entry", &["haproxy2"][..])]
+    {
+        let config = compose_dir().join(format!("pgha-exporter-{profile}.yml"));
+        let loaded =
+            pgha_exporter::config::Config::load(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        assert_eq!(loaded.clusters.len(), 1);
+        let text = std::fs::read_to_string(&config).unwrap();
+        for host in hosts {
+            assert!(text.contains(&format!("{host}:")), "{profile}: the config does not name {host}");
+            assert!(names.iter().any(|n| n == host), "{host} is not a name the exporter reaches");
+        }
     }
+    let ha = service("haproxy2");
+    assert_eq!(ha["profiles"][0], "ha-entry", "haproxy2 is not in the ha-entry profile");
     for client in ["writer", "setup"] {
-        let host = service(client)["environment"]["PGHOST"].as_str().unwrap().to_string();
-        assert!(names.contains_key(&host), "{client} connects to {host}, not a service");
+        let s = service(client);
+        let host = s["environment"]["PGHOST"].as_str().unwrap().to_string();
+        assert!(reachable_from(&s).contains(&host), "{client} connects to {host}, a name it cannot reach");
     }
 }
 

@@ -36,8 +36,8 @@ pub fn validate_against_the_compose_schema(file: &Path) {
 }
 
 /// A project of this test's own; `compose/down` when dropped.
-struct Stack {
-    env: Vec<(&'static str, String)>,
+pub struct Stack {
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -77,31 +77,53 @@ fn query(prometheus_port: &str, expr: &str) -> Option<String> {
     body["data"]["result"][0]["value"][1].as_str().map(str::to_string)
 }
 
+impl Stack {
+    /// Builds the local base, then the stack with `profiles` (COMPOSE_PROFILES) on network
+    /// `net`, up and healthy as its Prometheus sees it.
+    fn up(net: &str, profiles: &str) -> Stack {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let base = Command::new(repo.join("compose/base-image")).output().expect("running compose/base-image");
+        assert!(base.status.success(), "compose/base-image: {}", String::from_utf8_lossy(&base.stderr));
+        let stack = Stack {
+            env: vec![
+                ("COMPOSE_FILE", repo.join("compose/docker-compose.yml").to_string_lossy().into_owned()),
+                ("COMPOSE_PROJECT_NAME", format!("pgha-test-{}-{}", std::process::id(), net.replace('.', "-"))),
+                ("COMPOSE_PROFILES", profiles.to_string()),
+                ("PGHA_NET", net.to_string()),
+                ("PGHA_BASE_IMAGE", String::from_utf8_lossy(&base.stdout).trim().to_string()),
+                ("PGHA_EXPORTER_PORT", free_port()),
+                ("PGHA_PROMETHEUS_PORT", free_port()),
+                ("PGHA_GRAFANA_PORT", free_port()),
+            ],
+        };
+        let started = Instant::now();
+        assert!(stack.script("up", &[]), "compose/up failed");
+        eprintln!("the stack ({profiles:?}) was up and healthy in {:.0?}", started.elapsed());
+        let prometheus = stack.port("PGHA_PROMETHEUS_PORT");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while query(&prometheus, r#"pgha_cluster_verdict{verdict="healthy"} == 1"#).is_none() {
+            assert!(Instant::now() < deadline, "Prometheus does not report the cluster healthy within 60 s");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        assert_eq!(query(&prometheus, "count(pgha_patroni_member_up == 1)").as_deref(), Some("3"));
+        stack
+    }
+}
+
 #[test]
 #[ignore = "needs root, Docker and debootstrap: builds and runs the compose stack"]
 fn the_stack_comes_up_healthy_and_the_demo_passes() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let base = Command::new(repo.join("compose/base-image")).output().expect("running compose/base-image");
-    assert!(base.status.success(), "compose/base-image: {}", String::from_utf8_lossy(&base.stderr));
-    let stack = Stack {
-        env: vec![
-            ("COMPOSE_PROJECT_NAME", format!("pgha-test-{}", std::process::id())),
-            ("PGHA_NET", "10.118.0".into()),
-            ("PGHA_BASE_IMAGE", String::from_utf8_lossy(&base.stdout).trim().to_string()),
-            ("PGHA_EXPORTER_PORT", free_port()),
-            ("PGHA_PROMETHEUS_PORT", free_port()),
-            ("PGHA_GRAFANA_PORT", free_port()),
-        ],
-    };
-    let started = Instant::now();
-    assert!(stack.script("up", &[]), "compose/up failed");
-    eprintln!("the stack was up and healthy in {:.0?}", started.elapsed());
-    let prometheus = stack.port("PGHA_PROMETHEUS_PORT");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while query(&prometheus, r#"pgha_cluster_verdict{verdict="healthy"} == 1"#).is_none() {
-        assert!(Instant::now() < deadline, "Prometheus does not report the cluster healthy within 60 s");
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    assert_eq!(query(&prometheus, "count(pgha_patroni_member_up == 1)").as_deref(), Some("3"));
+    let stack = Stack::up("10.118.0", "");
     assert!(stack.script("demo", &[]), "compose/demo failed: see its FAILED lines above");
+}
+
+#[test]
+#[ignore = "needs root, Docker and debootstrap: builds and runs the compose stack"]
+fn with_ha_entry_the_virtual_ip_moves_and_writes_come_back() {
+    let stack = Stack::up("10.119.0", "ha-entry");
+    let mut entry = super::entry::Entry::new(&stack.env, "10.119.0.30");
+    for fault in ["stop", "kill", "pause"] {
+        entry.fault_the_holder(fault);
+    }
+    assert!(stack.script("demo", &["haproxy"]), "compose/demo's haproxy step failed with a standby");
 }
