@@ -5,7 +5,8 @@
 #   docker run -p 9744:9744 -v "$PWD/pgha-exporter.yml:/etc/pgha-exporter/pgha-exporter.yml:ro" \
 #     -e PGHA_PROBE_PASSWORD=... pgha-exporter:0.1.0
 #
-# The binary is built on the host (glibc 2.36 or newer, as bookworm's) and copied in, as the
+# The binary is built on the host and copied in (it must not need a newer glibc than bookworm's
+# 2.36: compose/release warns when it does), as the
 # Prometheus exporters' images do; nothing is compiled inside. BASE is any bookworm image: the
 # official one by default, or a local one (compose/base-image) where no registry is reachable.
 # Written for the classic builder too: no BuildKit features.

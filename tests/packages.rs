@@ -122,7 +122,7 @@ fn release_tarball_package_and_image() {
     steps.run(
         "the package installs, runs as its unit, purges clean",
         || deb::installed_run_purged(&first, &log),
-        deb::purge,
+        deb::purge_and_remove_the_user,
     );
     steps.run("the image runs as nobody, healthy, against the lab", || image::built_and_run(&scratch), image::remove);
     steps.finish();

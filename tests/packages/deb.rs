@@ -155,7 +155,16 @@ fn configure(unit: &Unit, port: u16) {
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// The environment file, which may hold secrets, is installed for root only.
+fn secrets_file_is_roots(r: &Release) {
+    let listing = run(Command::new("dpkg-deb").arg("-c").arg(&r.deb));
+    let line =
+        listing.lines().find(|l| l.ends_with("./etc/default/pgha-exporter")).expect("no /etc/default/pgha-exporter");
+    assert!(line.starts_with("-rw------- root/root"), "{line}");
+}
+
 fn install(r: &Release) -> Unit {
+    secrets_file_is_roots(r);
     if installed() {
         purge();
     }
@@ -217,6 +226,13 @@ pub fn installed_run_purged(r: &Release, log: &Path) {
 pub fn purge() {
     let _ = std::fs::remove_file("/etc/pgha-exporter/pgha-exporter.yml");
     run(Command::new("apt-get").args(["purge", "-y", "-q", PACKAGE]).env("DEBIAN_FRONTEND", "noninteractive"));
+}
+
+/// After a failed step: purged, and the system user the package made removed too.
+pub fn purge_and_remove_the_user() {
+    purge();
+    let _ = Command::new("deluser").args(["--system", "--quiet", PACKAGE]).output();
+    let _ = Command::new("delgroup").args(["--system", "--quiet", PACKAGE]).output();
 }
 
 /// Nothing of the package is left but its system user (which Debian's practice keeps: files it
