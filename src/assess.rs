@@ -4,6 +4,7 @@
 use crate::model::patroni::Role;
 use crate::model::probe::FailureReason;
 use crate::model::verdict::{Condition, Conditions, Verdict};
+use crate::model::vip::Answer;
 use crate::state::ClusterData;
 
 pub fn verdict(data: &ClusterData, direct_probes: bool) -> Verdict {
@@ -39,10 +40,7 @@ pub fn assess(data: &ClusterData, direct_probes: bool) -> Conditions {
     } else {
         statuses().any(|s| s.is_primary() && s.state.is_running())
     };
-    // Only the HAProxy instances called so far tell anything.
-    let called: Vec<_> = data.haproxy.values().filter(|h| h.health.attempted()).collect();
-    let routes_nowhere =
-        !called.is_empty() && called.iter().all(|h| h.stats().is_none_or(|stats| !stats.routes_primary(&h.routes)));
+    let routes_nowhere = entry_routes_nowhere(data);
 
     let mut c = Conditions::default();
     c.set(Condition::ReplicaDown, summary.members_running < summary.members_total);
@@ -52,9 +50,45 @@ pub fn assess(data: &ClusterData, direct_probes: bool) -> Conditions {
     c.set(Condition::DcsQuorumLost, quorum_lost);
     c.set(Condition::EntryPointDown, routes_nowhere && someone_takes_writes);
     c.set(Condition::SplitBrain, primaries > 1);
+    if let Some(vip) = data.vip.as_ref().filter(|v| v.answer.is_some()) {
+        let answer = vip.answer_kind();
+        c.set(Condition::VipNoHolder, answer == Some(Answer::Unreachable));
+        c.set(Condition::VipHolderDown, matches!(answer, Some(Answer::Refused | Answer::NoAnswer)));
+        c.set(Condition::VipSplitBrain, vip.masters() > 1);
+        c.set(Condition::EntryNoStandby, vip_standbys(data) == Some(0));
+    }
     c.reads_failing = data.probes.read.as_ref().is_some_and(|r| r.failing());
     c.unknown = !answered;
     c
+}
+
+/// Instances ready to take the virtual IP over (see [`crate::model::vip::VipView::standbys`]);
+/// `None` without a virtual IP.
+pub fn vip_standbys(data: &ClusterData) -> Option<usize> {
+    Some(data.vip.as_ref()?.standbys(|name| routes_primary(data, name) == Some(true)))
+}
+
+/// Whether HAProxy instance `name` routes the primary port somewhere; `None` when it is not
+/// configured or not called yet.
+fn routes_primary(data: &ClusterData, name: &str) -> Option<bool> {
+    let h = data.haproxy.get(name).filter(|h| h.health.attempted())?;
+    Some(h.stats().is_some_and(|stats| stats.routes_primary(&h.routes)))
+}
+
+/// No path to the primary through the entry point: with a virtual IP, through its holder (none
+/// when nothing answers there); else through any HAProxy instance called so far.
+fn entry_routes_nowhere(data: &ClusterData) -> bool {
+    let vip = data.vip.as_ref().and_then(|v| v.answer.as_ref());
+    match vip {
+        Some(Ok(holder)) if data.haproxy.contains_key(&holder.name) => {
+            routes_primary(data, &holder.name) == Some(false)
+        }
+        Some(Err(Answer::Unreachable | Answer::Refused | Answer::NoAnswer)) => true,
+        _ => {
+            let mut called = data.haproxy.keys().filter_map(|name| routes_primary(data, name)).peekable();
+            called.peek().is_some() && called.all(|routes| !routes)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -209,5 +243,46 @@ mod tests {
             none.apply_member(n, &format!("http://127.0.0.2{}:18008", i + 1), refused());
         }
         assert_eq!(verdict_of(&none), Verdict::Unknown);
+    }
+
+    #[test]
+    fn the_virtual_ip_s_conditions_and_its_path_to_the_primary() {
+        use crate::model::vip::test_round as vip_round;
+        use crate::model::vip::VrrpState::{Backup, Master};
+        use crate::testing::{lab_state_of, plan_behind, VIP_HAPROXY};
+        let s = lab_state_of("healthy", plan_behind(VIP_HAPROXY, PROBES));
+        let holds = |s: &ClusterState| -> Vec<Condition> {
+            conditions(s, false).each().filter(|(_, on)| *on).map(|(c, _)| c).collect()
+        };
+        assert_eq!(holds(&s), [], "not read yet: nothing holds");
+        s.apply_vip(vip_round(Ok("haproxy"), &[("haproxy", Some(Master)), ("haproxy2", Some(Backup))]));
+        assert_eq!((holds(&s), verdict_of(&s)), (vec![], Verdict::Healthy));
+        assert_eq!(vip_standbys(&s.read()), Some(1));
+
+        s.apply_vip(vip_round(Ok("haproxy"), &[("haproxy", Some(Master)), ("haproxy2", Some(Master))]));
+        assert_eq!(holds(&s), [Condition::VipSplitBrain, Condition::EntryNoStandby]);
+        assert_eq!(verdict_of(&s), Verdict::Degraded);
+        s.apply_vip(vip_round(Ok("haproxy"), &[("haproxy", Some(Master)), ("haproxy2", None)]));
+        assert_eq!(holds(&s), [Condition::EntryNoStandby], "the other instance does not answer");
+
+        let pages = [("haproxy", None), ("haproxy2", Some(Backup))];
+        s.apply_vip(vip_round(Err(Answer::Unreachable), &pages));
+        assert_eq!(holds(&s), [Condition::EntryPointDown, Condition::VipNoHolder]);
+        assert_eq!(verdict_of(&s), Verdict::EntryPointDown, "haproxy2 routes, but not through the VIP");
+        for failed in [Answer::Refused, Answer::NoAnswer] {
+            s.apply_vip(vip_round(Err(failed), &pages));
+            assert_eq!(holds(&s), [Condition::EntryPointDown, Condition::VipHolderDown], "{failed}");
+        }
+        s.apply_vip(vip_round(Err(Answer::BadAnswer), &pages));
+        assert_eq!(holds(&s), [], "an odd answer is the source's error; both instances route");
+
+        // The holder routes nowhere while the other instance would: no path through the VIP.
+        let stats = crate::testing::fixture("etcd-quorum-lost", "haproxy.csv").unwrap();
+        let stats = crate::collect::haproxy::parse_stats_csv(&String::from_utf8(stats).unwrap()).unwrap();
+        s.apply_haproxy("haproxy2", answered(stats));
+        s.apply_vip(vip_round(Ok("haproxy2"), &[("haproxy", Some(Backup)), ("haproxy2", Some(Master))]));
+        assert_eq!(holds(&s), [Condition::EntryPointDown]);
+        s.apply_vip(vip_round(Ok("haproxy"), &[("haproxy", Some(Master)), ("haproxy2", Some(Backup))]));
+        assert_eq!(holds(&s), [Condition::EntryNoStandby], "haproxy2 is a backup that routes nowhere");
     }
 }

@@ -110,6 +110,10 @@ pub(crate) fn run_cluster(
         let (s, http) = (s.clone(), caller(h.polling, &h.auth, &h.tls));
         spawn_supervised(running, state, "haproxy", move || collect::haproxy::poll(s.clone(), http.clone(), h.clone()));
     }
+    if let Some(vip) = plan.vip {
+        let s = s.clone();
+        spawn_supervised(running, state, "vip", move || collect::vip::poll(s.clone(), vip.clone()));
+    }
     if let (Some(p), Some(id)) = (plan.probes, probe_id) {
         tracing::info!(scope = %plan.scope, probe_id = %id, "probes start");
         if let Some(addr) = p.primary.clone() {

@@ -20,6 +20,7 @@ use crate::model::patroni::{summarize, ClusterView, FoundMember, MemberStatus, S
 use crate::model::probe::{Attempt, DirectOutcome, DirectStatus, Outage, ProbeKind, ProbeStats, Transition};
 use crate::model::source::{HealthChange, Reading, Source, TargetHealth};
 use crate::model::verdict::Verdict;
+use crate::model::vip::{Answer, VipRound, VipView};
 use crate::timeline::{Change, Event, LeaderSeenIn, Sees, Tracker};
 
 /// A member as discovery knows it, with its latest own answer.
@@ -86,6 +87,8 @@ pub struct ClusterData {
     /// Present when etcd is configured.
     pub etcd: Option<EtcdView>,
     pub haproxy: BTreeMap<String, Haproxy>,
+    /// Present when the virtual IP in front of HAProxy is configured.
+    pub vip: Option<VipView>,
     pub probes: Probes,
     /// Events and the failover timeline.
     pub timeline: Tracker,
@@ -125,6 +128,14 @@ impl ClusterData {
                 self.etcd.iter().flat_map(|e| e.endpoints.iter().map(|(n, ep)| (n.as_str(), &ep.health))).collect()
             }
             Source::Haproxy => self.haproxy.iter().map(|(n, h)| (n.as_str(), &h.health)).collect(),
+            Source::Vip => self
+                .vip
+                .iter()
+                .flat_map(|v| {
+                    let own = v.instances.iter().map(|(n, p)| (n.as_str(), &p.health));
+                    std::iter::once((VIP_TARGET, &v.through_vip)).chain(own)
+                })
+                .collect(),
         }
     }
 
@@ -200,6 +211,29 @@ impl Member {
         let health = TargetHealth::default();
         Self { api_url, postgres, fixed, present: true, last_seen: now, health, status: None, version: None }
     }
+}
+
+/// The `target` label of the whoami page read through the virtual IP.
+pub const VIP_TARGET: &str = "vip";
+
+/// What a change of the virtual IP's holder (by the page read through it) is: `last` is the
+/// last instance that answered, `failure` how the page failed when it fails now.
+fn vip_change(
+    before: Option<&str>,
+    after: Option<&str>,
+    last: Option<&str>,
+    failure: Option<Answer>,
+) -> Option<Change> {
+    if before == after {
+        return None;
+    }
+    Some(match after {
+        None => Change::VipLost { holder: last.map(str::to_string), answer: failure.unwrap_or(Answer::BadAnswer) },
+        Some(to) if last.is_some_and(|l| l != to) => {
+            Change::VipMoved { from: last.unwrap_or_default().to_string(), to: to.to_string() }
+        }
+        Some(to) => Change::VipHeld { holder: to.to_string(), first: last.is_none() },
+    })
 }
 
 /// What changed about a member between two of its own answers.
@@ -315,6 +349,7 @@ impl ClusterState {
             dcs_view: None,
             etcd: plan.etcd.as_ref().map(|e| EtcdView::new(e.endpoints.iter().cloned())),
             haproxy,
+            vip: plan.vip.as_ref().map(|v| VipView::new(v.instances.iter().map(|(n, _)| n.clone()))),
             probes,
             timeline: Tracker::new(&plan.scope, sees),
             members_dropped: 0,
@@ -385,6 +420,13 @@ impl ClusterState {
                     // that HAProxy routes nowhere.
                     (kept.health, kept.last_good) = (h.health, h.last_good);
                 }
+            }
+            if let (Some(new), Some(mut old)) = (data.vip.as_mut(), before.vip.take()) {
+                for (name, page) in new.instances.iter_mut() {
+                    *page = old.instances.remove(name).unwrap_or_default();
+                }
+                old.instances = std::mem::take(&mut new.instances);
+                *new = old;
             }
             data.dcs_view = before.dcs_view.take();
             data.sole_primary = before.sole_primary.take();
@@ -480,6 +522,7 @@ impl ClusterState {
             Source::Haproxy => {
                 self.plan.haproxy.iter().map(|h| h.polling.interval + h.polling.timeout).max().unwrap_or_default()
             }
+            Source::Vip => self.plan.vip.as_ref().map_or(Duration::ZERO, |v| v.polling.interval + v.polling.timeout),
         };
         2 * round + Duration::from_secs(2)
     }
@@ -650,6 +693,38 @@ impl ClusterState {
                 .unwrap_or_default();
             h.last_good = Some(new);
             for change in changes {
+                d.change(change, reading.at, logs);
+            }
+        })
+    }
+
+    /// One round of the virtual IP's whoami pages. A change of the holder is an event, stamped
+    /// with the end of the read through the virtual IP.
+    pub fn apply_vip(&self, round: VipRound) {
+        self.update(|d, logs| {
+            let Some(vip) = d.vip.as_mut() else { return };
+            for (name, reading) in round.instances {
+                let Some(page) = vip.instances.get_mut(&name) else { continue };
+                if let Some(change) = page.health.record(&reading) {
+                    logs.push(Log::Health { source: Source::Vip, target: name, change });
+                }
+                page.whoami = reading.result.ok();
+            }
+            let reading = round.through_vip;
+            let first = !vip.through_vip.attempted();
+            if let Some(change) = vip.through_vip.record(&reading) {
+                logs.push(Log::Health { source: Source::Vip, target: VIP_TARGET.to_string(), change });
+            }
+            let before = vip.holder().map(str::to_string);
+            vip.answer = Some(reading.result.map_err(|_| round.failure.unwrap_or(Answer::BadAnswer)));
+            let change = vip_change(before.as_deref(), vip.holder(), vip.last_holder.as_deref(), round.failure);
+            if let Some(holder) = vip.holder() {
+                vip.last_holder = Some(holder.to_string());
+            }
+            if matches!(change, Some(Change::VipMoved { .. })) {
+                vip.moves += 1;
+            }
+            if let Some(change) = change.filter(|_| !first) {
                 d.change(change, reading.at, logs);
             }
         })
@@ -853,5 +928,58 @@ mod tests {
         assert_eq!(s.read().timeline.leader.as_deref(), Some("a"), "two primaries: no sole one");
         s.apply_member("a", "http://a:1", refused(t0 + Duration::from_secs(2)));
         assert_eq!(s.read().timeline.leader.as_deref(), Some("b"));
+    }
+
+    const VIP: &str = "clusters:\n  - scope: demo\n    etcd: {endpoints: ['http://e:2379']}\n    haproxy:\n      - {stats_url: 'http://h1:7000/;csv', whoami_url: 'http://h1:7001/'}\n      - {name: haproxy2, stats_url: 'http://h2:7000/;csv', whoami_url: 'http://h2:7001/'}\n    vip: {whoami_url: 'http://v:7001/'}\n";
+
+    #[test]
+    fn the_virtual_ip_s_moves_are_events_and_counted_once() {
+        use crate::model::vip::test_round as vip_round;
+        use crate::model::vip::VrrpState::{Backup, Master};
+        let s = state(VIP);
+        let kinds = |s: &ClusterState| -> Vec<String> {
+            let data = s.read();
+            data.timeline
+                .events
+                .iter()
+                .filter(|e| e.kind.as_str().starts_with("vip_"))
+                .map(|e| e.detail.clone())
+                .collect()
+        };
+        let first = [("haproxy", Some(Master)), ("haproxy2", Some(Backup))];
+        s.apply_vip(vip_round(Ok("haproxy"), &first));
+        s.apply_vip(vip_round(Ok("haproxy"), &first));
+        assert_eq!(kinds(&s), Vec::<String>::new(), "the first holder seen is no event");
+        s.apply_vip(vip_round(Err(Answer::NoAnswer), &[("haproxy", None), ("haproxy2", Some(Backup))]));
+        let moved = [("haproxy", None), ("haproxy2", Some(Master))];
+        s.apply_vip(vip_round(Ok("haproxy2"), &moved));
+        s.apply_vip(vip_round(Err(Answer::Refused), &moved));
+        s.apply_vip(vip_round(Ok("haproxy2"), &moved));
+        assert_eq!(
+            kinds(&s),
+            [
+                "the virtual IP answers nothing (no answer: the holder's HAProxy is frozen); last held by haproxy",
+                "the virtual IP moved: haproxy -> haproxy2",
+                "the virtual IP answers nothing (refused: the holder's HAProxy is down); last held by haproxy2",
+                "the virtual IP answers again, held by haproxy2",
+            ]
+        );
+        let data = s.read();
+        let vip = data.vip.as_ref().unwrap();
+        assert_eq!((vip.moves, vip.holder(), vip.last_holder.as_deref()), (1, Some("haproxy2"), Some("haproxy2")));
+        let targets: Vec<(&str, bool)> = data.targets(Source::Vip).into_iter().map(|(t, h)| (t, h.up)).collect();
+        assert_eq!(targets, [("vip", true), ("haproxy", false), ("haproxy2", true)]);
+    }
+
+    #[test]
+    fn a_vip_that_answers_nothing_at_start_is_held_later_without_a_move() {
+        use crate::model::vip::test_round as vip_round;
+        let s = state(VIP);
+        s.apply_vip(vip_round(Err(Answer::Unreachable), &[]));
+        s.apply_vip(vip_round(Ok("haproxy2"), &[]));
+        let data = s.read();
+        let last = data.timeline.events.back().unwrap();
+        assert_eq!((last.kind.as_str(), last.detail.as_str()), ("vip_held", "the virtual IP is held by haproxy2"));
+        assert_eq!(data.vip.as_ref().unwrap().moves, 0);
     }
 }

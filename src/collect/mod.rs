@@ -13,6 +13,7 @@ pub mod haproxy;
 pub mod http;
 pub mod patroni;
 pub mod tls_check;
+pub mod vip;
 
 use std::future::Future;
 use std::time::Instant;

@@ -13,7 +13,7 @@ mod validate;
 pub use tls::TlsPlan;
 pub use validate::{
     BasicCredentials, ClusterPlan, EtcdPlan, HaproxyPlan, MemberPlan, PatroniPlan, PgLogin, PgTls, Polling, ProbePlan,
-    ValidatedConfig,
+    ValidatedConfig, VipPlan, WhoamiUrl,
 };
 
 use std::fmt;
@@ -71,6 +71,23 @@ pub struct ClusterConfig {
     pub haproxy: Vec<HaproxyConfig>,
     /// Synthetic read and write probes; off when absent.
     pub probes: Option<ProbeConfig>,
+    /// The virtual IP in front of the HAProxy instances (keepalived): who holds it, read from
+    /// the instances' whoami pages. Off when absent.
+    pub vip: Option<VipConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    /// The whoami page through the virtual IP, e.g. `http://10.0.0.30:7001/`: it names the
+    /// instance holding the address. Plain HTTP (docs/lab.md shows the HAProxy section).
+    pub whoami_url: String,
+    /// How often the whoami pages are read. Default 200ms.
+    #[serde(default = "default_fast_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Deadline of one read, connection included. Default 1s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +265,9 @@ pub struct HaproxyConfig {
     pub all_backends: bool,
     /// TLS toward an `https` stats page.
     pub tls: Option<TlsConfig>,
+    /// This instance's own whoami page (its VRRP state), at its own address, e.g.
+    /// `http://10.0.0.5:7001/`. Needs the cluster's `vip` section.
+    pub whoami_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -447,6 +467,40 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{field}`")), "{text:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn the_virtual_ip_needs_its_instances_and_plain_http_pages() {
+        let h = "    haproxy:\n      - {stats_url: 'http://h:7000/;csv', whoami_url: 'http://h:7001/'}\n";
+        let cases = [
+            (h.to_string(), "`clusters[0].haproxy[0].whoami_url`: needs the cluster's `vip` section"),
+            (
+                "    vip: {whoami_url: 'http://v:7001/'}\n".into(),
+                "`clusters[0].vip`: needs the HAProxy instances behind it in `haproxy`",
+            ),
+            (
+                format!("{h}    vip: {{whoami_url: 'https://v:7001/'}}\n"),
+                "`clusters[0].vip.whoami_url`: a whoami page is read over plain HTTP: use `http://`",
+            ),
+            (
+                format!("{h}    vip: {{whoami_url: 'http://v:7001/', interval: 1ms}}\n"),
+                "`clusters[0].vip.interval`: must be at least 50ms",
+            ),
+            (format!("{h}    vip: {{whoami_url: 'http://v:7001/', tls: {{}}}}\n"), "unknown field `tls`"),
+        ];
+        for (cluster, want) in cases {
+            let text = format!("clusters:\n  - scope: a\n    etcd: {{endpoints: ['http://e:1']}}\n{cluster}");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text} gave {err}");
+        }
+        let text = format!("clusters:\n  - scope: a\n    etcd: {{endpoints: ['http://e:1']}}\n{h}    vip: {{whoami_url: 'http://[::1]:7001/who?x'}}\n");
+        let vip = Config::parse(&text).unwrap().clusters.remove(0).vip.unwrap();
+        assert_eq!(vip.whoami_url, WhoamiUrl { host: "::1".into(), port: 7001, path: "/who?x".into() });
+        assert_eq!(
+            vip.instances,
+            [("haproxy".to_string(), WhoamiUrl { host: "h".into(), port: 7001, path: "/".into() })]
+        );
+        assert_eq!(vip.polling, Polling { interval: Duration::from_millis(200), timeout: Duration::from_secs(1) });
     }
 
     #[test]

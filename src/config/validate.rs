@@ -42,6 +42,8 @@ pub struct ClusterPlan {
     pub etcd: Option<EtcdPlan>,
     pub haproxy: Vec<HaproxyPlan>,
     pub probes: Option<ProbePlan>,
+    /// The virtual IP in front of the HAProxy instances.
+    pub vip: Option<VipPlan>,
     /// A digest of everything this plan was made from (the settings as written, the secrets
     /// and certificate files they name, the global body cap): equal digests, same plan. A
     /// reload keeps a cluster whose digest did not change untouched.
@@ -57,6 +59,9 @@ impl ClusterPlan {
         }
         if !self.haproxy.is_empty() {
             s.push(Source::Haproxy);
+        }
+        if self.vip.is_some() {
+            s.push(Source::Vip);
         }
         s
     }
@@ -121,6 +126,24 @@ pub struct HaproxyPlan {
     pub polling: Polling,
     pub auth: Option<BasicCredentials>,
     pub tls: Option<TlsPlan>,
+}
+
+/// The whoami pages of the virtual IP and of the instances that have one.
+#[derive(Debug, Clone)]
+pub struct VipPlan {
+    /// The page through the virtual IP.
+    pub whoami_url: WhoamiUrl,
+    /// Each instance's own page: (its `haproxy` name, the page).
+    pub instances: Vec<(String, WhoamiUrl)>,
+    pub polling: Polling,
+}
+
+/// A plain-HTTP page's address: the host (name or IP) and port to connect to, and the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoamiUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +232,7 @@ fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan
         etcd: etcd(c, at)?,
         haproxy: haproxy(c, at)?,
         probes: probes(c, at)?,
+        vip: vip(c, at)?,
         fingerprint: [0; 32],
     })
 }
@@ -327,6 +351,40 @@ fn haproxy(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Vec<Haproxy
         });
     }
     Ok(plans)
+}
+
+fn vip(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<VipPlan>, ConfigError> {
+    let pages = c.haproxy.iter().enumerate().filter_map(|(j, h)| Some((j, h, h.whoami_url.as_deref()?)));
+    let Some(v) = &c.vip else {
+        return match pages.map(|(j, ..)| j).next() {
+            Some(j) => Err(invalid(at(&format!("haproxy[{j}].whoami_url")), "needs the cluster's `vip` section")),
+            None => Ok(None),
+        };
+    };
+    if c.haproxy.is_empty() {
+        return Err(invalid(at("vip"), "needs the HAProxy instances behind it in `haproxy`"));
+    }
+    let instances = pages
+        .map(|(j, h, url)| Ok((h.name.clone(), whoami_url(&at(&format!("haproxy[{j}].whoami_url")), url)?)))
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(Some(VipPlan {
+        whoami_url: whoami_url(&at("vip.whoami_url"), &v.whoami_url)?,
+        instances,
+        polling: polling(&at("vip"), v.interval, v.timeout)?,
+    }))
+}
+
+fn whoami_url(field: &str, url: &str) -> Result<WhoamiUrl, ConfigError> {
+    let u = check_url(field, url)?;
+    if u.scheme() != "http" {
+        return Err(invalid(field, "a whoami page is read over plain HTTP: use `http://`"));
+    }
+    let host = u.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let path = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    Ok(WhoamiUrl { host, port: u.port_or_known_default().unwrap_or(80), path })
 }
 
 fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<ProbePlan>, ConfigError> {

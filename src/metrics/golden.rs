@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use crate::testing::lab_state;
 
-const STATES: [&str; 4] = ["healthy", "leader-stopped", "etcd-quorum-lost", "haproxy-stopped"];
+/// The recorded states, and `healthy-vip`: the healthy readings behind two HAProxy instances
+/// and a virtual IP held by the first.
+const STATES: [&str; 5] = ["healthy", "leader-stopped", "etcd-quorum-lost", "haproxy-stopped", "healthy-vip"];
 /// Values that depend on when the test runs, not on the readings.
 const MASKED: [&str; 3] = [
     "pgha_source_poll_duration_seconds",
@@ -51,7 +53,18 @@ fn normalise(text: &str) -> String {
 }
 
 fn exposition(state: &str) -> String {
-    super::encode(&super::registry(crate::fleet::Fleet::fixed(vec![Arc::new(lab_state(state, ""))]))).unwrap()
+    let cluster = match state {
+        "healthy-vip" => {
+            use crate::model::vip::test_round as vip_round;
+            use crate::model::vip::VrrpState::{Backup, Master};
+            use crate::testing::{lab_state_of, plan_behind, VIP_HAPROXY};
+            let s = lab_state_of("healthy", plan_behind(VIP_HAPROXY, ""));
+            s.apply_vip(vip_round(Ok("haproxy"), &[("haproxy", Some(Master)), ("haproxy2", Some(Backup))]));
+            s
+        }
+        _ => lab_state(state, ""),
+    };
+    super::encode(&super::registry(crate::fleet::Fleet::fixed(vec![Arc::new(cluster)]))).unwrap()
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::{l, Families};
 use crate::model::haproxy::{member_of, CheckResult, ServerStatus};
 use crate::model::patroni::{PgState, Role};
 use crate::model::source::Source;
+use crate::model::vip::{Answer, VrrpState};
 use crate::state::ClusterData;
 
 pub fn families(f: &mut Families, scope: &str, sources: &[Source], data: &ClusterData, now: Instant) {
@@ -14,6 +15,7 @@ pub fn families(f: &mut Families, scope: &str, sources: &[Source], data: &Cluste
     patroni_families(f, scope, data);
     etcd_families(f, scope, data);
     haproxy_families(f, scope, data);
+    vip_families(f, scope, data);
 }
 
 fn health_families(f: &mut Families, scope: &str, sources: &[Source], data: &ClusterData, now: Instant) {
@@ -346,5 +348,53 @@ fn haproxy_families(f: &mut Families, scope: &str, data: &ClusterData) {
                 f.gauge("pgha_haproxy_server_current_sessions", "Current sessions on the server.", labels, v as f64);
             }
         }
+    }
+}
+
+fn vip_families(f: &mut Families, scope: &str, data: &ClusterData) {
+    let Some(vip) = &data.vip else { return };
+    let holder = vip.holder();
+    let named = data.haproxy.keys().map(String::as_str).chain(holder.filter(|h| !data.haproxy.contains_key(*h)));
+    for instance in named {
+        f.flag(
+            "pgha_vip_holder",
+            "1 for the HAProxy instance the whoami page read through the virtual IP names.",
+            l(&[("scope", scope), ("haproxy", instance)]),
+            holder == Some(instance),
+        );
+    }
+    if let Some(answer) = vip.answer_kind() {
+        for a in Answer::ALL.iter().copied() {
+            f.flag(
+                "pgha_vip_answer",
+                "How the whoami page through the virtual IP answered, one-hot: held, unreachable (nobody holds the address), refused or no_answer (its holder's HAProxy is down or frozen), bad_answer.",
+                l(&[("scope", scope), ("answer", a.as_str())]),
+                answer == a,
+            );
+        }
+    }
+    for (instance, page) in &vip.instances {
+        for state in VrrpState::ALL.iter().copied() {
+            f.flag(
+                "pgha_haproxy_vrrp_state",
+                "The instance's keepalived state by its own whoami page, one-hot (unknown: the page does not answer).",
+                l(&[("scope", scope), ("haproxy", instance), ("state", state.as_str())]),
+                page.state() == state,
+            );
+        }
+    }
+    f.counter(
+        "pgha_vip_moves",
+        "Moves of the virtual IP from one HAProxy instance to another, since the exporter started.",
+        l(&[("scope", scope)]),
+        vip.moves,
+    );
+    if let Some(n) = crate::assess::vip_standbys(data) {
+        f.gauge(
+            "pgha_vip_standbys",
+            "HAProxy instances ready to take the virtual IP over: VRRP backup, and routing to the primary.",
+            l(&[("scope", scope)]),
+            n as f64,
+        );
     }
 }

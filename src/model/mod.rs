@@ -64,6 +64,7 @@ pub mod probe;
 pub mod source;
 pub mod text;
 pub mod verdict;
+pub mod vip;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,8 @@ label_enum! {
         Patroni = "patroni",
         Etcd = "etcd",
         Haproxy = "haproxy",
+        /// The whoami pages of the virtual IP in front of the HAProxy instances.
+        Vip = "vip",
     }
 }
 

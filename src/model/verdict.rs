@@ -15,9 +15,20 @@ label_enum! {
         ReadOnly = "read_only",
         DcsQuorumLost = "dcs_quorum_lost",
         /// HAProxy is unreachable or routes the primary port nowhere while a member takes writes.
+        /// With a virtual IP: no path through it works (nobody holds it, or its holder's HAProxy
+        /// is down or routes nowhere).
         EntryPointDown = "entry_point_down",
         /// More than one member claims primary.
         SplitBrain = "split_brain",
+        /// Nothing answers at the virtual IP: no instance holds the address.
+        VipNoHolder = "vip_no_holder",
+        /// The virtual IP is held, but its holder's HAProxy refuses or does not answer.
+        VipHolderDown = "vip_holder_down",
+        /// More than one instance says it is the VRRP master (a VRRP split brain).
+        VipSplitBrain = "vip_split_brain",
+        /// No other instance could take the virtual IP over: none is a VRRP backup whose HAProxy
+        /// routes to the primary.
+        EntryNoStandby = "entry_no_standby",
     }
 }
 
@@ -55,7 +66,7 @@ label_enum! {
         ReadOnly = "read_only",
         NoLeader = "no_leader",
         NoReplica = "no_replica",
-        /// A replica down or reads failing.
+        /// A replica down, reads failing, or the virtual IP in trouble or without a standby.
         Degraded = "degraded",
         Healthy = "healthy",
     }
@@ -71,7 +82,11 @@ impl Verdict {
             Verdict::ReadOnly => c.holds(Condition::ReadOnly),
             Verdict::NoLeader => c.holds(Condition::NoLeader),
             Verdict::NoReplica => c.holds(Condition::NoReplica),
-            Verdict::Degraded => c.holds(Condition::ReplicaDown) || c.reads_failing,
+            Verdict::Degraded => {
+                let entry = [Condition::VipNoHolder, Condition::VipHolderDown, Condition::VipSplitBrain];
+                let entry = entry.iter().chain([&Condition::EntryNoStandby]).any(|e| c.holds(*e));
+                c.holds(Condition::ReplicaDown) || c.reads_failing || entry
+            }
             Verdict::Healthy => true,
         }
     }

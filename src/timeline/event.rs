@@ -13,6 +13,7 @@ use crate::model::patroni::{PgState, Role};
 use crate::model::probe::{FailureReason, Outage, ProbeKind};
 use crate::model::text::bounded_to;
 use crate::model::verdict::Verdict;
+use crate::model::vip::Answer;
 
 /// Where the leader was seen to take over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +105,22 @@ pub enum Change {
         from: Verdict,
         to: Verdict,
     },
+    /// The whoami page through the virtual IP stopped answering: `holder` answered last.
+    VipLost {
+        holder: Option<String>,
+        answer: Answer,
+    },
+    /// The page through the virtual IP names a holder other than the one that answered last.
+    VipMoved {
+        from: String,
+        to: String,
+    },
+    /// The page through the virtual IP answers again, naming the instance that answered last
+    /// (`first`: the first holder seen since the exporter started).
+    VipHeld {
+        holder: String,
+        first: bool,
+    },
 }
 
 label_enum! {
@@ -131,6 +148,9 @@ label_enum! {
         LostWrites = "lost_writes",
         Failover = "failover",
         VerdictChanged = "verdict_changed",
+        VipLost = "vip_lost",
+        VipMoved = "vip_moved",
+        VipHeld = "vip_held",
     }
 }
 
@@ -163,6 +183,9 @@ impl Change {
             C::LostWrites { .. } => K::LostWrites,
             C::Failover { .. } => K::Failover,
             C::VerdictChanged { .. } => K::VerdictChanged,
+            C::VipLost { .. } => K::VipLost,
+            C::VipMoved { .. } => K::VipMoved,
+            C::VipHeld { .. } => K::VipHeld,
         })
     }
 
@@ -231,6 +254,18 @@ impl fmt::Display for Change {
                 write_downtime.map(|d| format!("{d:.3}s")).unwrap_or_else(|| "unknown".into())
             ),
             C::VerdictChanged { from, to } => write!(f, "{from} -> {to}"),
+            C::VipLost { holder, answer } => {
+                let why = match answer {
+                    Answer::Unreachable => "no connection: nobody holds the address",
+                    Answer::Refused => "refused: the holder's HAProxy is down",
+                    Answer::NoAnswer => "no answer: the holder's HAProxy is frozen",
+                    Answer::BadAnswer | Answer::Held => "not a whoami page",
+                };
+                write!(f, "the virtual IP answers nothing ({why}); last held by {}", holder.as_deref().unwrap_or("?"))
+            }
+            C::VipMoved { from, to } => write!(f, "the virtual IP moved: {from} -> {to}"),
+            C::VipHeld { holder, first: true } => write!(f, "the virtual IP is held by {holder}"),
+            C::VipHeld { holder, first: false } => write!(f, "the virtual IP answers again, held by {holder}"),
         }
     }
 }
