@@ -80,7 +80,7 @@ pub struct ClusterConfig {
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
     /// The whoami page through the virtual IP, e.g. `http://10.0.0.30:7001/`: it names the
-    /// instance holding the address. Plain HTTP (docs/lab.md shows the HAProxy section).
+    /// instance holding the address. Plain HTTP (README.md shows HAProxy's section for it).
     pub whoami_url: String,
     /// How often the whoami pages are read. Default 200ms.
     #[serde(default = "default_fast_interval", with = "humantime_serde")]

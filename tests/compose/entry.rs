@@ -1,8 +1,12 @@
 //! The ha-entry profile's faults: the HAProxy container holding the virtual IP stopped
 //! (`docker stop`), killed (`docker kill`) and frozen (`docker pause`), one after another. Each
-//! time the VIP's whoami page must name the other instance, the writer's writes must come back,
-//! and the exporter's write outage must agree with the writer's downtime within 0.5 s.
+//! time the VIP's whoami page must name the other instance, the exporter must name it too and
+//! count the move, the writer's writes must come back, and the exporter's write outage must
+//! agree with the writer's downtime within 0.5 s. Then the holder's keepalived alone is frozen:
+//! its peer takes the address while the frozen one still says `master`, a VRRP split brain the
+//! exporter must report, and stop reporting once keepalived runs again.
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +29,31 @@ fn wait<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) ->
         }
         assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the series `name` in `body` whose labels include `label`.
+fn value(body: &str, name: &str, label: &str) -> Option<f64> {
+    let line = body
+        .lines()
+        .find(|l| (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))) && l.contains(label))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+/// The exporter's view of the virtual IP.
+#[derive(Debug)]
+struct View {
+    holder: Option<String>,
+    moves: f64,
+    /// The cluster's conditions holding.
+    conditions: BTreeSet<String>,
+    /// Instances whose own whoami page says `master`.
+    masters: usize,
+}
+
+impl View {
+    fn holds(&self, condition: &str) -> bool {
+        self.conditions.contains(condition)
     }
 }
 
@@ -57,12 +86,59 @@ impl Entry {
         Some((words.next()?, words.next()?))
     }
 
+    fn metrics(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.exporter);
+        output(Command::new("curl").args(["-fsS", "-m", "2", &url]))
+    }
+
     /// The value of the exporter's series `name` whose labels include `label`.
     fn metric(&self, name: &str, label: &str) -> Option<f64> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.exporter);
-        let body = output(Command::new("curl").args(["-fsS", "-m", "2", &url]))?;
-        let line = body.lines().find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))?;
-        line.rsplit(' ').next()?.parse().ok()
+        value(&self.metrics()?, name, label)
+    }
+
+    /// What the exporter says of the virtual IP now.
+    fn view(&self) -> Option<View> {
+        let body = self.metrics()?;
+        // The `label` of every series of `name` (with `with` among its labels) whose value is 1.
+        let holding = |name: &str, with: &str, label: &str| {
+            let one = |l: &&str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0);
+            let ones = body.lines().filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(with)).filter(one);
+            ones.filter_map(|l| l.split(&format!("{label}=\"")).nth(1)?.split('"').next().map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        Some(View {
+            holder: holding("pgha_vip_holder", "", "haproxy").pop(),
+            moves: value(&body, "pgha_vip_moves_total", "")?,
+            conditions: holding("pgha_cluster_condition", "", "condition").into_iter().collect(),
+            masters: holding("pgha_haproxy_vrrp_state", "state=\"master\"", "haproxy").len(),
+        })
+    }
+
+    /// The exporter's view sampled until `done` says so (or `limit` passes): the last view, and
+    /// every condition seen holding meanwhile.
+    fn watch(&self, what: &str, limit: Duration, mut done: impl FnMut(&View) -> bool) -> (View, BTreeSet<String>) {
+        let (started, mut seen, mut last) = (Instant::now(), BTreeSet::new(), None);
+        loop {
+            if let Some(view) = self.view() {
+                seen.extend(view.conditions.iter().cloned());
+                if done(&view) {
+                    return (view, seen);
+                }
+                last = Some(view);
+            }
+            assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for: {what}; last seen: {last:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The events of `kind` the exporter listed since `since` (unix seconds): their details.
+    fn events(&self, kind: &str, since: f64) -> Vec<String> {
+        let url = format!("http://127.0.0.1:{}/api/v1/events?limit=100", self.exporter);
+        let body = output(Command::new("curl").args(["-fsS", "-m", "2", &url])).unwrap_or_default();
+        let events: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let list = events["events"].as_array().cloned().unwrap_or_default();
+        let recent = list.into_iter().filter(|e| e["kind"] == kind && e["time"].as_f64().unwrap_or(0.0) >= since);
+        recent.filter_map(|e| e["detail"].as_str().map(str::to_string)).collect()
     }
 
     /// The downtimes the writer logged for outages that ended after `since` (unix seconds).
@@ -90,6 +166,9 @@ impl Entry {
         let (holder, state) = wait("the VIP answers", Duration::from_secs(20), || self.holder());
         assert_eq!(state, "master", "{holder} holds the VIP in state {state}");
         let other = if holder == "haproxy" { "haproxy2" } else { "haproxy" };
+        let before = wait("the exporter names the holder", Duration::from_secs(10), || {
+            self.view().filter(|v| v.holder.as_deref() == Some(holder.as_str()))
+        });
         let outages = self.metric("pgha_probe_outages_total", "probe=\"write\"").unwrap_or(0.0);
         let (container, t0) = (self.container(&holder), now());
         eprintln!("===== docker {fault} {holder}, the VIP's holder");
@@ -97,6 +176,10 @@ impl Entry {
         let moved = wait("the VIP moves", Duration::from_secs(20), || {
             self.holder().filter(|(name, _)| name == other).map(|_| now() - t0)
         });
+        let (after, seen) = self.watch("the exporter names the new holder", Duration::from_secs(10), |v| {
+            v.holder.as_deref() == Some(other)
+        });
+        let named = now() - t0;
         let writer =
             wait("the writer's writes come back", Duration::from_secs(30), || self.writer_outages(t0).first().copied());
         let exporter = wait("the exporter's write probe recovers", Duration::from_secs(30), || {
@@ -105,10 +188,54 @@ impl Entry {
             (ended && up).then(|| self.metric("pgha_probe_last_outage_seconds", "probe=\"write\""))?
         });
         eprintln!(
-            "{fault}: the VIP moved to {other} in {moved:.2} s; writer down {writer:.3} s, exporter {exporter:.3} s"
+            "{fault}: the VIP moved to {other} in {moved:.2} s, the exporter named it at {named:.2} s; writer down {writer:.3} s, exporter {exporter:.3} s; conditions seen: {seen:?}"
         );
         assert!((exporter - writer).abs() <= 0.5, "{fault}: exporter {exporter:.3} s, writer {writer:.3} s");
+        assert_eq!(after.moves, before.moves + 1.0, "{fault}: one move counted");
+        let events = self.events("vip_moved", t0 - 1.0);
+        assert_eq!(events, [format!("the virtual IP moved: {holder} -> {other}")], "{fault}");
+        // How the address answered while it moved: a killed holder takes the address with it;
+        // a frozen one keeps it, and its kernel still accepts connections nobody answers.
+        let telling = match fault {
+            "kill" => Some("vip_no_holder"),
+            "pause" => Some("vip_holder_down"),
+            _ => None,
+        };
+        if let Some(condition) = telling {
+            assert!(seen.contains(condition), "{fault}: {condition} was never reported: {seen:?}");
+        }
+        self.watch("no standby is left", Duration::from_secs(10), |v| v.holds("entry_no_standby"));
         let restore = if fault == "pause" { "unpause" } else { "start" };
         output(Command::new("docker").args([restore, &container])).unwrap_or_else(|| panic!("docker {restore} failed"));
+        let (_, seen) = self.watch(&format!("{holder} is a standby again"), Duration::from_secs(60), |v| {
+            !v.conditions.iter().any(|c| c.starts_with("vip_") || c == "entry_no_standby") && v.masters == 1
+        });
+        eprintln!("{fault}: {holder} restored; conditions seen meanwhile: {seen:?}");
+    }
+
+    /// The holder's keepalived frozen (HAProxy left running): its peer takes the address while
+    /// the frozen one's page still says `master`.
+    pub fn freeze_the_holder_s_keepalived(&mut self) {
+        self.settled();
+        let (holder, _) = wait("the VIP answers", Duration::from_secs(20), || self.holder());
+        let container = self.container(&holder);
+        let signal = |sig: &str| {
+            let script = format!("kill -{sig} $(cat /run/pgha/keepalived.pid) $(cat /run/pgha/vrrp.pid)");
+            output(Command::new("docker").args(["exec", &container, "sh", "-c", &script]))
+                .unwrap_or_else(|| panic!("signalling {holder}'s keepalived failed"));
+        };
+        let t0 = now();
+        eprintln!("===== SIGSTOP to {holder}'s keepalived");
+        signal("STOP");
+        let (view, _) = self
+            .watch("the exporter reports a VRRP split brain", Duration::from_secs(20), |v| v.holds("vip_split_brain"));
+        let split = now() - t0;
+        eprintln!("split brain reported {split:.2} s after the freeze: {view:?}");
+        assert_eq!(view.masters, 2, "both pages say master");
+        signal("CONT");
+        let (view, _) = self
+            .watch("the split brain ends", Duration::from_secs(30), |v| !v.holds("vip_split_brain") && v.masters == 1);
+        eprintln!("keepalived resumed; {:.2} s after the freeze the exporter reads: {view:?}", now() - t0);
+        self.settled();
     }
 }
