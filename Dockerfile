@@ -7,7 +7,8 @@
 #
 # The binary is built on the host and copied in (it must not need a newer glibc than bookworm's
 # 2.36: compose/release warns when it does), as the
-# Prometheus exporters' images do; nothing is compiled inside. BASE is any bookworm image: the
+# Prometheus exporters' images do; nothing is compiled inside (Dockerfile.source compiles it, on
+# a machine that reaches a registry). BASE is any bookworm image: the
 # official one by default, or a local one (compose/base-image) where no registry is reachable.
 # Written for the classic builder too: no BuildKit features.
 ARG BASE=debian:bookworm-slim

@@ -63,9 +63,11 @@ pub fn assess(data: &ClusterData, direct_probes: bool) -> Conditions {
 }
 
 /// Instances ready to take the virtual IP over (see [`crate::model::vip::VipView::standbys`]);
-/// `None` without a virtual IP.
+/// `None` without a virtual IP, before its first read, or when no instance's own page is
+/// configured (nothing tells a standby then).
 pub fn vip_standbys(data: &ClusterData) -> Option<usize> {
-    Some(data.vip.as_ref()?.standbys(|name| routes_primary(data, name) == Some(true)))
+    let vip = data.vip.as_ref().filter(|v| v.answer.is_some() && !v.instances.is_empty())?;
+    Some(vip.standbys(|name| routes_primary(data, name) == Some(true)))
 }
 
 /// Whether HAProxy instance `name` routes the primary port somewhere; `None` when it is not
@@ -246,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn the_virtual_ip_s_conditions_and_its_path_to_the_primary() {
+    fn conditions_of_the_virtual_ip_and_the_path_through_it() {
         use crate::model::vip::test_round as vip_round;
         use crate::model::vip::VrrpState::{Backup, Master};
         use crate::testing::{lab_state_of, plan_behind, VIP_HAPROXY};
@@ -284,5 +286,13 @@ mod tests {
         assert_eq!(holds(&s), [Condition::EntryPointDown]);
         s.apply_vip(vip_round(Ok("haproxy"), &[("haproxy", Some(Master)), ("haproxy2", Some(Backup))]));
         assert_eq!(holds(&s), [Condition::EntryNoStandby], "haproxy2 is a backup that routes nowhere");
+
+        // Without the instances' own pages nothing tells a standby: no figure, no condition.
+        let vip_only =
+            "      - {stats_url: 'http://127.0.0.31:17000/;csv'}\n    vip: {whoami_url: 'http://127.0.0.30:17001/'}\n";
+        let s = lab_state_of("healthy", plan_behind(vip_only, PROBES));
+        assert_eq!(vip_standbys(&s.read()), None, "not read yet");
+        s.apply_vip(vip_round(Ok("haproxy"), &[]));
+        assert_eq!((vip_standbys(&s.read()), holds(&s)), (None, vec![]));
     }
 }

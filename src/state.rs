@@ -20,7 +20,7 @@ use crate::model::patroni::{summarize, ClusterView, FoundMember, MemberStatus, S
 use crate::model::probe::{Attempt, DirectOutcome, DirectStatus, Outage, ProbeKind, ProbeStats, Transition};
 use crate::model::source::{HealthChange, Reading, Source, TargetHealth};
 use crate::model::verdict::Verdict;
-use crate::model::vip::{Answer, VipRound, VipView};
+use crate::model::vip::{Answer, VipRound, VipView, VIP_TARGET};
 use crate::timeline::{Change, Event, LeaderSeenIn, Sees, Tracker};
 
 /// A member as discovery knows it, with its latest own answer.
@@ -212,9 +212,6 @@ impl Member {
         Self { api_url, postgres, fixed, present: true, last_seen: now, health, status: None, version: None }
     }
 }
-
-/// The `target` label of the whoami page read through the virtual IP.
-pub const VIP_TARGET: &str = "vip";
 
 /// What a change of the virtual IP's holder (by the page read through it) is: `last` is the
 /// last instance that answered, `failure` how the page failed when it fails now.
@@ -933,7 +930,7 @@ mod tests {
     const VIP: &str = "clusters:\n  - scope: demo\n    etcd: {endpoints: ['http://e:2379']}\n    haproxy:\n      - {stats_url: 'http://h1:7000/;csv', whoami_url: 'http://h1:7001/'}\n      - {name: haproxy2, stats_url: 'http://h2:7000/;csv', whoami_url: 'http://h2:7001/'}\n    vip: {whoami_url: 'http://v:7001/'}\n";
 
     #[test]
-    fn the_virtual_ip_s_moves_are_events_and_counted_once() {
+    fn moves_of_the_virtual_ip_are_events_and_counted_once() {
         use crate::model::vip::test_round as vip_round;
         use crate::model::vip::VrrpState::{Backup, Master};
         let s = state(VIP);

@@ -84,6 +84,38 @@ fn copy_sources(dockerfile: &str) -> Vec<String> {
         .collect()
 }
 
+/// A setting's value when its variable is unset: `${VAR:-default}` is `default`.
+fn default_of(value: &str) -> &str {
+    value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+        .map_or(value, |(_, d)| d)
+}
+
+#[test]
+fn the_image_built_from_the_source_runs_as_the_one_from_the_host_binary() {
+    let runtime = |file: &str| {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let stage = text.rsplit_once("\nFROM ${BASE}\n").map(|(_, s)| s.to_string()).expect("a FROM ${BASE} stage");
+        let binary = |l: &&str| l.starts_with("COPY ") && l.ends_with(" /usr/bin/pgha-exporter");
+        stage.lines().filter(|l| !binary(l)).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(runtime("Dockerfile.source"), runtime("Dockerfile"), "the final stages differ beyond the binary's COPY");
+    let exporter = service("pgha-exporter");
+    assert_eq!(
+        exporter["build"]["dockerfile"].as_str().map(default_of),
+        Some("Dockerfile.source"),
+        "compose builds from the source by default"
+    );
+    let host_binary = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    for source in copy_sources(&host_binary) {
+        assert!(dockerignore_allows(&source), "Dockerfile: .dockerignore keeps {source} out of the build");
+    }
+    let up = std::fs::read_to_string(compose_dir().join("up")).unwrap();
+    assert!(up.contains("export PGHA_EXPORTER_DOCKERFILE=Dockerfile\n"), "compose/up uses the host's binary");
+}
+
 /// What the root .dockerignore lets into a build whose context is the repository.
 fn dockerignore_allows(path: &str) -> bool {
     let text = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
@@ -95,7 +127,7 @@ fn every_build_context_dockerfile_and_copy_source_exists() {
     for (name, s) in services() {
         let Some(build) = s.get("build") else { continue };
         let context = compose_dir().join(build["context"].as_str().unwrap());
-        let dockerfile = context.join(build["dockerfile"].as_str().unwrap_or("Dockerfile"));
+        let dockerfile = context.join(default_of(build["dockerfile"].as_str().unwrap_or("Dockerfile")));
         let text =
             std::fs::read_to_string(&dockerfile).unwrap_or_else(|e| panic!("{name}: {}: {e}", dockerfile.display()));
         for source in copy_sources(&text) {
@@ -208,7 +240,7 @@ fn every_dependency_exists_and_waits_on_a_healthcheck_the_image_has() {
             let build = &target["build"];
             let context = compose_dir().join(build["context"].as_str().unwrap_or("."));
             let dockerfile =
-                std::fs::read_to_string(context.join(build["dockerfile"].as_str().unwrap_or("Dockerfile")))
+                std::fs::read_to_string(context.join(default_of(build["dockerfile"].as_str().unwrap_or("Dockerfile"))))
                     .unwrap_or_else(|_| panic!("{name} waits for {dep}'s health, which it does not build"));
             assert!(
                 dockerfile.contains("HEALTHCHECK"),

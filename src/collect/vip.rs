@@ -32,8 +32,10 @@ pub enum WhoamiError {
     Refused,
     #[error("connected, but no answer within {0:?}")]
     NoAnswer(Duration),
+    #[error("the connection was reset before the answer: {0}")]
+    Reset(std::io::Error),
     #[error("cannot resolve the host: {0}")]
-    Resolve(std::io::Error),
+    Resolve(String),
     #[error("not a whoami page: {0}")]
     Bad(String),
 }
@@ -43,7 +45,8 @@ impl WhoamiError {
     pub fn answer(&self) -> Answer {
         match self {
             WhoamiError::ConnectTimeout(_) | WhoamiError::Unreachable(_) => Answer::Unreachable,
-            WhoamiError::Refused => Answer::Refused,
+            // A reset comes from a kernel that holds the address with nothing behind it for us.
+            WhoamiError::Refused | WhoamiError::Reset(_) => Answer::Refused,
             WhoamiError::NoAnswer(_) => Answer::NoAnswer,
             WhoamiError::Resolve(_) | WhoamiError::Bad(_) => Answer::BadAnswer,
         }
@@ -54,7 +57,9 @@ impl From<WhoamiError> for TargetError {
     fn from(e: WhoamiError) -> Self {
         let kind = match &e {
             WhoamiError::ConnectTimeout(_) | WhoamiError::NoAnswer(_) => ErrorKind::Timeout,
-            WhoamiError::Unreachable(_) | WhoamiError::Refused | WhoamiError::Resolve(_) => ErrorKind::Connect,
+            WhoamiError::Unreachable(_) | WhoamiError::Refused | WhoamiError::Reset(_) | WhoamiError::Resolve(_) => {
+                ErrorKind::Connect
+            }
             WhoamiError::Bad(_) => ErrorKind::Parse,
         };
         TargetError::new(kind, e.to_string())
@@ -75,10 +80,11 @@ pub fn parse_answer(raw: &[u8]) -> Result<Whoami, WhoamiError> {
 /// One exchange with a whoami page, all of it under `deadline`.
 pub async fn fetch(url: &WhoamiUrl, deadline: Duration) -> Result<Whoami, WhoamiError> {
     let started = Instant::now();
+    // A slow resolver is no news about the address: it is a failure of its own.
     let addrs = tokio::time::timeout(deadline, tokio::net::lookup_host((url.host.as_str(), url.port)))
         .await
-        .map_err(|_| WhoamiError::ConnectTimeout(deadline))?
-        .map_err(WhoamiError::Resolve)?;
+        .map_err(|_| WhoamiError::Resolve(format!("no answer within {deadline:?}")))?
+        .map_err(|e| WhoamiError::Resolve(e.to_string()))?;
     let addr = addrs.into_iter().next().ok_or_else(|| WhoamiError::Bad("the host has no address".into()))?;
     let left = deadline.saturating_sub(started.elapsed());
     let mut stream = match tokio::time::timeout(left, TcpStream::connect(addr)).await {
@@ -87,7 +93,13 @@ pub async fn fetch(url: &WhoamiUrl, deadline: Duration) -> Result<Whoami, Whoami
         Ok(Err(e)) => return Err(WhoamiError::Unreachable(e)),
         Ok(Ok(s)) => s,
     };
-    let request = format!("GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: pgha-exporter\r\n\r\n", url.path, url.host);
+    let host = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    let request =
+        format!("GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: pgha-exporter\r\nConnection: close\r\n\r\n", url.path);
     let exchange = async {
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::with_capacity(256);
@@ -97,7 +109,7 @@ pub async fn fetch(url: &WhoamiUrl, deadline: Duration) -> Result<Whoami, Whoami
     let left = deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, exchange).await {
         Err(_) => Err(WhoamiError::NoAnswer(deadline)),
-        Ok(Err(e)) => Err(WhoamiError::Bad(format!("the connection failed: {e}"))),
+        Ok(Err(e)) => Err(WhoamiError::Reset(e)),
         Ok(Ok(raw)) if raw.len() > MAX_ANSWER => Err(WhoamiError::Bad(format!("longer than {MAX_ANSWER} bytes"))),
         Ok(Ok(raw)) => parse_answer(&raw),
     }
@@ -191,6 +203,7 @@ mod tests {
         let w = fetch(&page, Duration::from_secs(1)).await.unwrap();
         assert_eq!((w.name.as_str(), w.state), ("haproxy", VrrpState::Master));
         let request = seen.await.unwrap();
-        assert!(request.starts_with("GET /whoami?x=1 HTTP/1.0\r\nHost: 127.0.0.1\r\n"), "{request}");
+        assert!(request.starts_with(&format!("GET /whoami?x=1 HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n")), "{request}");
+        assert!(request.contains("\r\nConnection: close\r\n\r\n"), "{request}");
     }
 }

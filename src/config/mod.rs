@@ -487,6 +487,10 @@ mod tests {
                 "`clusters[0].vip.interval`: must be at least 50ms",
             ),
             (format!("{h}    vip: {{whoami_url: 'http://v:7001/', tls: {{}}}}\n"), "unknown field `tls`"),
+            (
+                "    haproxy: [{name: vip, stats_url: 'http://h:7000/;csv'}]\n    vip: {whoami_url: 'http://v:7001/'}\n".into(),
+                "`clusters[0].haproxy[0].name`: `vip` names the page read through the virtual IP: choose another",
+            ),
         ];
         for (cluster, want) in cases {
             let text = format!("clusters:\n  - scope: a\n    etcd: {{endpoints: ['http://e:1']}}\n{cluster}");

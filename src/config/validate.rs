@@ -13,6 +13,7 @@ use crate::model::address::HostPort;
 use crate::model::haproxy::Routes;
 use crate::model::patroni::api_base;
 use crate::model::source::Source;
+use crate::model::vip::VIP_TARGET;
 
 /// Shortest polling interval accepted: faster would only load the targets.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -363,6 +364,10 @@ fn vip(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<VipPlan>
     };
     if c.haproxy.is_empty() {
         return Err(invalid(at("vip"), "needs the HAProxy instances behind it in `haproxy`"));
+    }
+    if let Some(j) = c.haproxy.iter().position(|h| h.name == VIP_TARGET) {
+        let taken = format!("`{}` names the page read through the virtual IP: choose another", VIP_TARGET);
+        return Err(invalid(at(&format!("haproxy[{j}].name")), taken));
     }
     let instances = pages
         .map(|(j, h, url)| Ok((h.name.clone(), whoami_url(&at(&format!("haproxy[{j}].whoami_url")), url)?)))

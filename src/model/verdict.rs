@@ -83,8 +83,13 @@ impl Verdict {
             Verdict::NoLeader => c.holds(Condition::NoLeader),
             Verdict::NoReplica => c.holds(Condition::NoReplica),
             Verdict::Degraded => {
-                let entry = [Condition::VipNoHolder, Condition::VipHolderDown, Condition::VipSplitBrain];
-                let entry = entry.iter().chain([&Condition::EntryNoStandby]).any(|e| c.holds(*e));
+                let entry = [
+                    Condition::VipNoHolder,
+                    Condition::VipHolderDown,
+                    Condition::VipSplitBrain,
+                    Condition::EntryNoStandby,
+                ];
+                let entry = entry.iter().any(|e| c.holds(*e));
                 c.holds(Condition::ReplicaDown) || c.reads_failing || entry
             }
             Verdict::Healthy => true,

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 use super::source::{Reading, TargetHealth};
 use super::text::bounded;
 
+/// The `target` label of the whoami page read through the virtual IP (so no HAProxy instance
+/// may take this name).
+pub const VIP_TARGET: &str = "vip";
+
 label_enum! {
     /// keepalived's state of one instance, as its whoami page tells it: the `state` label.
     pub enum VrrpState {

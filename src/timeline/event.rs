@@ -256,12 +256,12 @@ impl fmt::Display for Change {
             C::VerdictChanged { from, to } => write!(f, "{from} -> {to}"),
             C::VipLost { holder, answer } => {
                 let why = match answer {
-                    Answer::Unreachable => "no connection: nobody holds the address",
-                    Answer::Refused => "refused: the holder's HAProxy is down",
-                    Answer::NoAnswer => "no answer: the holder's HAProxy is frozen",
-                    Answer::BadAnswer | Answer::Held => "not a whoami page",
+                    Answer::Unreachable => "answers nothing (no connection: nobody holds the address)",
+                    Answer::Refused => "answers nothing (refused: the holder's HAProxy is down)",
+                    Answer::NoAnswer => "answers nothing (no answer: the holder's HAProxy is frozen)",
+                    Answer::BadAnswer | Answer::Held => "answers, but not with a whoami page",
                 };
-                write!(f, "the virtual IP answers nothing ({why}); last held by {}", holder.as_deref().unwrap_or("?"))
+                write!(f, "the virtual IP {why}; last held by {}", holder.as_deref().unwrap_or("?"))
             }
             C::VipMoved { from, to } => write!(f, "the virtual IP moved: {from} -> {to}"),
             C::VipHeld { holder, first: true } => write!(f, "the virtual IP is held by {holder}"),

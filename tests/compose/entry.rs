@@ -215,7 +215,7 @@ impl Entry {
 
     /// The holder's keepalived frozen (HAProxy left running): its peer takes the address while
     /// the frozen one's page still says `master`.
-    pub fn freeze_the_holder_s_keepalived(&mut self) {
+    pub fn freeze_the_keepalived_of_the_holder(&mut self) {
         self.settled();
         let (holder, _) = wait("the VIP answers", Duration::from_secs(20), || self.holder());
         let container = self.container(&holder);
@@ -233,9 +233,10 @@ impl Entry {
         eprintln!("split brain reported {split:.2} s after the freeze: {view:?}");
         assert_eq!(view.masters, 2, "both pages say master");
         signal("CONT");
+        let resumed = now();
         let (view, _) = self
             .watch("the split brain ends", Duration::from_secs(30), |v| !v.holds("vip_split_brain") && v.masters == 1);
-        eprintln!("keepalived resumed; {:.2} s after the freeze the exporter reads: {view:?}", now() - t0);
+        eprintln!("keepalived resumed; {:.2} s after SIGCONT the exporter reads: {view:?}", now() - resumed);
         self.settled();
     }
 }

@@ -132,6 +132,6 @@ fn with_ha_entry_the_virtual_ip_moves_and_writes_come_back() {
     for fault in ["stop", "kill", "pause"] {
         entry.fault_the_holder(fault);
     }
-    entry.freeze_the_holder_s_keepalived();
+    entry.freeze_the_keepalived_of_the_holder();
     assert!(stack.script("demo", &["haproxy"]), "compose/demo's haproxy step failed with a standby");
 }
