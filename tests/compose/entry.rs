@@ -173,13 +173,20 @@ impl Entry {
         let (container, t0) = (self.container(&holder), now());
         eprintln!("===== docker {fault} {holder}, the VIP's holder");
         output(Command::new("docker").args([fault, &container])).unwrap_or_else(|| panic!("docker {fault} failed"));
-        let moved = wait("the VIP moves", Duration::from_secs(20), || {
-            self.holder().filter(|(name, _)| name == other).map(|_| now() - t0)
-        });
-        let (after, seen) = self.watch("the exporter names the new holder", Duration::from_secs(10), |v| {
-            v.holder.as_deref() == Some(other)
-        });
-        let named = now() - t0;
+        // The host's view and the exporter's, sampled together from the fault on, so that what
+        // the exporter reported while the address moved is seen whichever side is faster.
+        let (mut moved, mut named) = (None, None);
+        let (after, seen) =
+            self.watch("the VIP moves and the exporter names its new holder", Duration::from_secs(30), |v| {
+                if moved.is_none() && self.holder().is_some_and(|(name, _)| name == other) {
+                    moved = Some(now() - t0);
+                }
+                if named.is_none() && v.holder.as_deref() == Some(other) {
+                    named = Some(now() - t0);
+                }
+                moved.is_some() && named.is_some()
+            });
+        let (moved, named) = (moved.unwrap_or_default(), named.unwrap_or_default());
         let writer =
             wait("the writer's writes come back", Duration::from_secs(30), || self.writer_outages(t0).first().copied());
         let exporter = wait("the exporter's write probe recovers", Duration::from_secs(30), || {
