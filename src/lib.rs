@@ -34,8 +34,9 @@ use model::probe::FailureReason;
 use probe::session::{Deadline, Session, SetupError, SLOW_STATEMENT};
 use state::ClusterState;
 
-/// How often conditions are re-assessed (verdict change events) and pending failovers closed.
-const ASSESS_EVERY: Duration = Duration::from_millis(200);
+/// How often conditions are re-assessed (verdict change events) and pending failovers closed:
+/// five times a second in a burst, once a second when calm.
+const ASSESS_PACE: tasks::Pace = tasks::Pace { fine: Duration::from_millis(200), calm: Duration::from_secs(1) };
 
 /// How often the targets that stay down are summed up in one log line.
 const DOWN_SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -87,7 +88,7 @@ pub(crate) fn run_cluster(
         auth: auth.clone(),
     };
     let patroni = caller(plan.patroni.polling, &plan.patroni.auth, &plan.patroni.tls);
-    let every = plan.patroni.polling.interval;
+    let every = plan.patroni.polling.pace();
     let s = state.clone();
     state.register_task("patroni_member");
     spawn_supervised(running, state, "patroni_members", {
@@ -163,15 +164,14 @@ fn spawn_supervised<F, Fut>(
 
 /// Re-assesses the verdict (an event when it changes) and closes failovers that timed out.
 async fn assess_loop(state: Arc<ClusterState>) {
-    let mut tick = tasks::ticker(ASSESS_EVERY);
     loop {
-        tick.tick().await;
+        let began = Instant::now();
         // Before every target had its first call, a verdict (and its changes) would be a guess.
-        if !state.ready() {
-            continue;
+        if state.ready() {
+            let verdict = assess::verdict(&state.read(), state.plan.direct_probes());
+            state.apply_verdict(verdict, Instant::now());
         }
-        let verdict = assess::verdict(&state.read(), state.plan.direct_probes());
-        state.apply_verdict(verdict, Instant::now());
+        state.cadence.next_round(began, ASSESS_PACE).await;
     }
 }
 

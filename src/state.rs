@@ -17,10 +17,13 @@ use crate::model::address::HostPort;
 use crate::model::etcd::{EtcdRound, EtcdView};
 use crate::model::haproxy::{member_of, server_transitions, Routes, Stats};
 use crate::model::patroni::{summarize, ClusterView, FoundMember, MemberStatus, Summary};
-use crate::model::probe::{Attempt, DirectOutcome, DirectStatus, Outage, ProbeKind, ProbeStats, Transition};
+use crate::model::probe::{
+    Attempt, DirectOutcome, DirectStatus, FailureReason, Outage, ProbeKind, ProbeStats, Transition,
+};
 use crate::model::source::{HealthChange, Reading, Source, TargetHealth};
 use crate::model::verdict::Verdict;
 use crate::model::vip::{Answer, VipRound, VipView, VIP_TARGET};
+use crate::tasks::Cadence;
 use crate::timeline::{Change, Event, LeaderSeenIn, Sees, Tracker};
 
 /// A member as discovery knows it, with its latest own answer.
@@ -145,6 +148,29 @@ impl ClusterData {
         Some(now.saturating_duration_since(oldest))
     }
 
+    fn probe_stats(&mut self, probe: ProbeKind) -> &mut ProbeStats {
+        match probe {
+            ProbeKind::Write => self.probes.write.get_or_insert_with(ProbeStats::default),
+            ProbeKind::Read => self.probes.read.get_or_insert_with(ProbeStats::default),
+        }
+    }
+
+    /// The timeline's part of a probe attempt's transition.
+    fn note_probe(&mut self, probe: ProbeKind, transition: Transition, attempt: &Attempt, logs: &mut Vec<Log>) {
+        match transition {
+            Transition::OutageStarted { last_success, reason } => {
+                self.change(Change::OutageStarted { probe, reason }, last_success, logs)
+            }
+            Transition::OutageEnded(outage) if probe == ProbeKind::Read => {
+                self.change(Change::OutageEnded { probe, outage, lost: None }, outage.recovered, logs)
+            }
+            Transition::None if probe == ProbeKind::Write && attempt.result.is_ok() => {
+                self.change(Change::WriteSucceeded, attempt.finished, logs)
+            }
+            _ => {}
+        }
+    }
+
     fn change(&mut self, change: Change, at: Instant, logs: &mut Vec<Log>) {
         logs.extend(self.timeline.apply(&change, at).into_iter().map(Log::Event));
     }
@@ -259,6 +285,14 @@ enum Log {
     TooManyMembers { dropped: usize, max_members: usize },
 }
 
+impl Log {
+    /// Whatever changed (an event, a target failing or back, a member found or forgotten)
+    /// starts a burst of fine-interval reading; only the warning about too many members does not.
+    fn is_sign_of_change(&self) -> bool {
+        !matches!(self, Log::TooManyMembers { .. })
+    }
+}
+
 fn emit(scope: &str, logs: Vec<Log>) {
     for log in logs {
         match log {
@@ -311,6 +345,8 @@ pub struct ClusterState {
     ready: AtomicBool,
     /// Restarts of each collection task (by its name), since the exporter started.
     restarts: Mutex<BTreeMap<&'static str, u64>>,
+    /// How fast the loops go: every event or health change noted here is an alarm.
+    pub cadence: Cadence,
 }
 
 impl ClusterState {
@@ -353,12 +389,14 @@ impl ClusterState {
             sole_primary: None,
             verdict: None,
         };
+        let cadence = Cadence::new(plan.calm_after);
         Self {
             plan,
             data: RwLock::new(data),
             ledger: Arc::default(),
             ready: AtomicBool::new(false),
             restarts: Mutex::default(),
+            cadence,
         }
     }
 
@@ -475,6 +513,9 @@ impl ClusterState {
     fn update<R>(&self, f: impl FnOnce(&mut ClusterData, &mut Vec<Log>) -> R) -> R {
         let mut logs = Vec::new();
         let result = f(&mut self.write(), &mut logs);
+        if logs.iter().any(Log::is_sign_of_change) {
+            self.cadence.alarm();
+        }
         emit(self.scope(), logs);
         result
     }
@@ -732,26 +773,26 @@ impl ClusterState {
     /// loss check has run.
     pub fn apply_probe(&self, probe: ProbeKind, attempt: Attempt, staleness: Option<f64>) -> Transition {
         self.update(|d, logs| {
-            let stats = match probe {
-                ProbeKind::Write => d.probes.write.get_or_insert_with(ProbeStats::default),
-                ProbeKind::Read => d.probes.read.get_or_insert_with(ProbeStats::default),
-            };
-            let transition = stats.record(&attempt);
             if probe == ProbeKind::Read && attempt.result.is_ok() {
                 d.probes.read_staleness_seconds = staleness;
             }
-            match transition {
-                Transition::OutageStarted { last_success, reason } => {
-                    d.change(Change::OutageStarted { probe, reason }, last_success, logs)
-                }
-                Transition::OutageEnded(outage) if probe == ProbeKind::Read => {
-                    d.change(Change::OutageEnded { probe, outage, lost: None }, outage.recovered, logs)
-                }
-                Transition::None if probe == ProbeKind::Write && attempt.result.is_ok() => {
-                    d.change(Change::WriteSucceeded, attempt.finished, logs)
-                }
-                _ => {}
-            }
+            let transition = d.probe_stats(probe).record(&attempt);
+            d.note_probe(probe, transition, &attempt, logs);
+            transition
+        })
+    }
+
+    /// A check that writes nothing found the probe's path serving at `at`.
+    pub fn apply_probe_served(&self, probe: ProbeKind, at: Instant) {
+        self.update(|d, _| d.probe_stats(probe).record_served(at))
+    }
+
+    /// The server closed the probe's idle session at `at`.
+    pub fn apply_probe_close(&self, probe: ProbeKind, at: Instant) -> Transition {
+        self.update(|d, logs| {
+            let transition = d.probe_stats(probe).record_close(at);
+            let attempt = Attempt { started: at, finished: at, result: Err(FailureReason::ClosedConnection) };
+            d.note_probe(probe, transition, &attempt, logs);
             transition
         })
     }

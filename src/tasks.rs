@@ -2,6 +2,12 @@
 //! set of tasks kept in step with a set of keys (one task per Patroni member, one per
 //! direct-probe target). A collection loop never returns; one that panics or returns is logged,
 //! counted and started again, so the exporter never goes on answering with frozen data.
+//!
+//! [`Cadence`] is how fast a cluster's loops go. Most of the time nothing happens in a cluster,
+//! and polling every source five times a second costs Patroni, PostgreSQL and etcd more than
+//! the exporter itself: so each loop waits its calm interval while the cluster is calm, and its
+//! fine interval for a while after any sign of change (an event, a target that fails or comes
+//! back, a closed session). A sign wakes every sleeping loop at once.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,8 +60,6 @@ where
     }
 }
 
-/// A ticker for a polling loop: the first tick is at once, and a slow round delays the next one
-/// instead of bursting to catch up.
 /// A task that ends with the value holding it: a supervisor that is stopped (its cluster was
 /// removed by a reload) stops what it supervises.
 pub struct AbortOnDrop(pub JoinHandle<()>);
@@ -66,10 +70,80 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A ticker for a polling loop: the first tick is at once, and a slow round delays the next one
+/// instead of bursting to catch up.
 pub fn ticker(every: Duration) -> tokio::time::Interval {
     let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t
+}
+
+/// A loop's two intervals: `fine` during a burst, `calm` otherwise (at least `fine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub fine: Duration,
+    pub calm: Duration,
+}
+
+/// A cluster's burst: every loop runs at its fine interval until `hold` has passed since the
+/// last alarm.
+#[derive(Debug)]
+pub struct Cadence {
+    hold: Duration,
+    /// When the current burst ends; `None` before the first alarm.
+    until: std::sync::Mutex<Option<Instant>>,
+    /// Bumped by every alarm, so that loops asleep for their calm interval wake at once.
+    alarms: tokio::sync::watch::Sender<u64>,
+    /// Alarms raised, since the exporter started.
+    raised: std::sync::atomic::AtomicU64,
+}
+
+impl Cadence {
+    /// Starts in a burst: a freshly started exporter knows nothing yet.
+    pub fn new(hold: Duration) -> Self {
+        let until = std::sync::Mutex::new(Some(Instant::now() + hold));
+        Self { hold, until, alarms: tokio::sync::watch::Sender::new(0), raised: Default::default() }
+    }
+
+    /// A sign of change: a burst starts (or goes on) now.
+    pub fn alarm(&self) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + self.hold);
+        self.raised.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.alarms.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn bursting(&self, now: Instant) -> bool {
+        self.until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|u| now < u)
+    }
+
+    pub fn alarms_raised(&self) -> u64 {
+        self.raised.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The interval `pace` has now.
+    pub fn interval(&self, pace: Pace, now: Instant) -> Duration {
+        if self.bursting(now) {
+            pace.fine
+        } else {
+            pace.calm
+        }
+    }
+
+    /// Waits for the next round of a loop whose round began at `began`: one interval of
+    /// `pace` later, and sooner when an alarm turns a calm wait into a burst.
+    pub async fn next_round(&self, began: Instant, pace: Pace) {
+        let mut alarms = self.alarms.subscribe();
+        loop {
+            let due = began + self.interval(pace, Instant::now());
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => return,
+                changed = alarms.changed() => if changed.is_err() {
+                    tokio::time::sleep_until(due.into()).await;
+                    return;
+                },
+            }
+        }
+    }
 }
 
 /// One task per key. Tasks of keys that went away are aborted, a task that ended (it panicked:
@@ -136,6 +210,30 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_calm_loop_waits_its_calm_interval_and_an_alarm_wakes_it() {
+        let cadence = Arc::new(Cadence::new(Duration::from_millis(150)));
+        let pace = Pace { fine: Duration::from_millis(20), calm: Duration::from_secs(30) };
+        let t0 = Instant::now();
+        assert!(cadence.bursting(t0), "a new cadence starts in a burst");
+        cadence.next_round(t0, pace).await;
+        assert!(t0.elapsed() >= pace.fine && t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!cadence.bursting(Instant::now()), "the burst is over");
+        assert_eq!(cadence.interval(pace, Instant::now()), pace.calm);
+        let c = cadence.clone();
+        let asleep = Instant::now();
+        let waiting = tokio::spawn(async move { c.next_round(asleep, pace).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "calm: waits its calm interval");
+        cadence.alarm();
+        tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the alarm woke the wait").unwrap();
+        assert!(asleep.elapsed() < pace.calm);
+        assert!(cadence.bursting(Instant::now()));
+        assert_eq!(cadence.interval(pace, Instant::now() + Duration::from_millis(200)), pace.calm, "the burst ends");
+        assert_eq!(cadence.alarms_raised(), 1);
+    }
 
     #[tokio::test]
     async fn tasks_follow_the_keys() {

@@ -1,5 +1,6 @@
-//! Watches Patroni's keys in etcd, so the failover timeline gets the leader key's release and
-//! acquisition at the moment etcd applies them, not at the next poll.
+//! Watches Patroni's leader and failover keys in etcd, so the failover timeline gets the leader
+//! key's release and acquisition (and a switchover request) at the moment etcd applies them,
+//! not at the next poll, and a calm cluster costs no polling for them.
 //!
 //! The client requires a leader: a watch on a member that lost quorum fails instead of waiting
 //! silently, and the watcher moves on to the next endpoint, resuming after the last revision it
@@ -95,8 +96,11 @@ impl DcsWatch {
                 revision + 1
             }
         };
-        let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start);
-        let mut stream = tokio::time::timeout(timeout, client.watch(self.prefix.clone(), Some(options)))
+        // From `failover` to `leader` (`history` and `initialize` lie between): not the member
+        // keys, which Patroni rewrites at every loop while the WAL moves.
+        let (from, to) = (format!("{}failover", self.prefix), format!("{}leader\0", self.prefix));
+        let options = WatchOptions::new().with_range(to).with_start_revision(start);
+        let mut stream = tokio::time::timeout(timeout, client.watch(from, Some(options)))
             .await
             .map_err(|_| "watch timed out".to_string())?
             .map_err(|e| e.to_string())?;

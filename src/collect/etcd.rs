@@ -24,7 +24,6 @@ use crate::model::text::bounded;
 /// Errors kept from one member's status, at most.
 const MAX_STATUS_ERRORS: usize = 8;
 use crate::state::ClusterState;
-use crate::tasks::ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -236,11 +235,11 @@ impl EtcdPoller {
     }
 
     pub async fn run(mut self) {
-        let mut tick = ticker(self.plan.polling.interval);
         loop {
-            tick.tick().await;
+            let began = std::time::Instant::now();
             let round = self.round().await;
             self.state.apply_etcd(round);
+            self.state.cadence.next_round(began, self.plan.polling.pace()).await;
         }
     }
 

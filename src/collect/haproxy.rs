@@ -14,7 +14,6 @@ use crate::model::haproxy::{Backend, Route, Server, ServerStatus, Stats};
 use crate::model::source::{ErrorKind, TargetError};
 use crate::model::text::bounded;
 use crate::state::ClusterState;
-use crate::tasks::ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaproxyError {
@@ -115,11 +114,11 @@ async fn fetch_stats(http: &HttpCaller, plan: &HaproxyPlan) -> Result<Stats, Hap
 
 /// One HAProxy instance's loop: its stats every interval, applied as one reading.
 pub async fn poll(state: Arc<ClusterState>, http: HttpCaller, plan: HaproxyPlan) {
-    let mut tick = ticker(plan.polling.interval);
     loop {
-        tick.tick().await;
+        let began = std::time::Instant::now();
         let reading = timed(fetch_stats(&http, &plan)).await;
         state.apply_haproxy(&plan.name, reading);
+        state.cadence.next_round(began, plan.polling.pace()).await;
     }
 }
 

@@ -3,7 +3,9 @@
 //! configured discovery URLs or from a member.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -14,7 +16,7 @@ use crate::model::patroni::{api_base, ClusterView, MemberStatus, PgState, Replic
 use crate::model::source::{ErrorKind, TargetError};
 use crate::model::text::bounded;
 use crate::state::ClusterState;
-use crate::tasks::{ticker, TaskSet};
+use crate::tasks::{ticker, Pace, TaskSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatroniError {
@@ -152,24 +154,24 @@ async fn fetch_view(http: &HttpCaller, api: &str) -> Result<ClusterView, Patroni
 }
 
 /// One member's loop: its own `GET /patroni` every interval, applied as one reading.
-async fn poll_member(state: Arc<ClusterState>, http: HttpCaller, interval: Duration, name: String, api: String) {
-    let mut tick = ticker(interval);
+async fn poll_member(state: Arc<ClusterState>, http: HttpCaller, pace: Pace, name: String, api: String) {
     loop {
-        tick.tick().await;
+        let began = Instant::now();
         let reading = timed(fetch_status(&http, &api)).await;
         state.apply_member(&name, &api, reading);
+        state.cadence.next_round(began, pace).await;
     }
 }
 
 /// Keeps one polling task per known member (a member that moved to another address gets a new
-/// one), checking every `interval`.
-pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
+/// one), checking every fine interval (no call: it reads the state).
+pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, pace: Pace) {
     let mut members = TaskSet::new(format!("{}: Patroni member", state.scope()));
-    let mut tick = ticker(interval);
+    let mut tick = ticker(pace.fine.max(std::time::Duration::from_secs(1)).min(pace.calm));
     loop {
         tick.tick().await;
         let stopped = members.reconcile(state.member_targets(), |(name, api)| {
-            poll_member(state.clone(), http.clone(), interval, name.clone(), api.clone())
+            poll_member(state.clone(), http.clone(), pace, name.clone(), api.clone())
         });
         state.note_restarts("patroni_member", stopped);
     }
@@ -178,12 +180,15 @@ pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, inter
 /// `/cluster` every interval, from the primary (any member that answers, when none claims it)
 /// and from every discovery URL at once. Each discovery URL is a target; the view kept is the
 /// member's, else the first discovery URL's that answered.
-pub async fn watch_cluster_view(state: Arc<ClusterState>, http: HttpCaller, interval: Duration) {
-    let mut tick = ticker(interval);
+pub async fn watch_cluster_view(state: Arc<ClusterState>, http: HttpCaller, pace: Pace) {
     // A member whose /cluster is malformed is warned about once, until it answers well again.
     let mut malformed_from: Option<String> = None;
+    let mut began: Option<Instant> = None;
     loop {
-        tick.tick().await;
+        if let Some(began) = began {
+            state.cadence.next_round(began, pace).await;
+        }
+        began = Some(Instant::now());
         let urls = &state.plan.patroni.discovery_urls;
         let malformed = &mut malformed_from;
         let from_member = async {
@@ -431,7 +436,8 @@ mod tests {
             auth: None,
         };
         let started = Instant::now();
-        let task = tokio::spawn(supervise_members(state.clone(), http, Duration::from_millis(100)));
+        let pace = Pace { fine: Duration::from_millis(100), calm: Duration::from_millis(100) };
+        let task = tokio::spawn(supervise_members(state.clone(), http, pace));
         while state.read().members["live"].health.last_poll.is_none_or(|at| at < started + Duration::from_millis(500)) {
             assert!(started.elapsed() < Duration::from_secs(2), "the live member's readings are held up");
             tokio::time::sleep(Duration::from_millis(20)).await;

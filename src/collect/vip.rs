@@ -17,7 +17,6 @@ use crate::config::{VipPlan, WhoamiUrl};
 use crate::model::source::{ErrorKind, TargetError};
 use crate::model::vip::{Answer, VipRound, Whoami};
 use crate::state::ClusterState;
-use crate::tasks::ticker;
 
 /// Longest answer read: a whoami page is one short line.
 const MAX_ANSWER: usize = 4096;
@@ -127,10 +126,10 @@ async fn round(plan: &VipPlan) -> VipRound {
 
 /// The virtual IP's loop: every page each interval, applied as one round.
 pub async fn poll(state: Arc<ClusterState>, plan: VipPlan) {
-    let mut tick = ticker(plan.polling.interval);
     loop {
-        tick.tick().await;
+        let began = std::time::Instant::now();
         state.apply_vip(round(&plan).await);
+        state.cadence.next_round(began, plan.polling.pace()).await;
     }
 }
 

@@ -74,6 +74,11 @@ pub struct ClusterConfig {
     /// The virtual IP in front of the HAProxy instances (keepalived): who holds it, read from
     /// the instances' whoami pages. Off when absent.
     pub vip: Option<VipConfig>,
+    /// How long after the last sign of change (an event, a target failing or back, a closed
+    /// session) every source is read at its `interval`; after that, at its `calm_interval`.
+    /// Default 30s.
+    #[serde(default = "default_calm_after", with = "humantime_serde")]
+    pub calm_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +93,9 @@ pub struct VipConfig {
     /// Deadline of one read, connection included. Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often the whoami pages are read while the cluster is calm. Default 1s.
+    #[serde(default = "default_probe_calm_interval", with = "humantime_serde")]
+    pub calm_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,12 +115,22 @@ pub struct ProbeConfig {
     /// Probe every member's own PostgreSQL (address from discovery). Default true.
     #[serde(default = "default_true")]
     pub direct: bool,
-    /// Time between attempts. Default 1s; works at 100ms.
+    /// Time between attempts after a sign of change; during a write or read outage, a new
+    /// attempt starts this often even while earlier ones still wait. Default 50ms.
     #[serde(default = "default_probe_interval", with = "humantime_serde")]
     pub interval: Duration,
     /// Client-side deadline of one attempt (connect included). Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Time between attempts while the cluster is calm. Default 1s.
+    #[serde(default = "default_probe_calm_interval", with = "humantime_serde")]
+    pub calm_interval: Duration,
+    /// While the cluster is calm, how often the write probe commits; its other calm attempts
+    /// ask the primary through HAProxy whether it is in recovery, which writes nothing (every
+    /// commit moves the WAL, and each Patroni member then rewrites its key in etcd at its next
+    /// loop). The direct probes write only during bursts. Default 60s.
+    #[serde(default = "default_calm_write_interval", with = "humantime_serde")]
+    pub calm_write_interval: Duration,
     /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.
     #[serde(default = "default_probe_schema")]
     pub schema: String,
@@ -188,6 +206,10 @@ pub struct PatroniConfig {
     /// Deadline of one REST call. Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often each member's own `GET /patroni` (and discovery's `/cluster`) is read while
+    /// the cluster is calm. Default 5s.
+    #[serde(default = "default_calm_interval", with = "humantime_serde")]
+    pub calm_interval: Duration,
     /// HTTP basic auth for the REST API, if it requires it.
     pub basic_auth: Option<BasicAuth>,
     /// TLS toward `https` REST APIs (CA, client certificate for `restapi.verify_client`).
@@ -201,6 +223,7 @@ impl Default for PatroniConfig {
             discovery_urls: Vec::new(),
             interval: default_fast_interval(),
             timeout: default_timeout(),
+            calm_interval: default_calm_interval(),
             basic_auth: None,
             tls: None,
         }
@@ -229,6 +252,10 @@ pub struct EtcdConfig {
     /// Deadline of one etcd call. Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often each member's status is read while the cluster is calm; the leader key's
+    /// watch stays on. Default 5s.
+    #[serde(default = "default_calm_interval", with = "humantime_serde")]
+    pub calm_interval: Duration,
     /// etcd user name, when authentication is on.
     pub username: Option<String>,
     /// Its password.
@@ -257,6 +284,9 @@ pub struct HaproxyConfig {
     /// Deadline of one stats request. Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often the stats are read while the cluster is calm. Default 5s.
+    #[serde(default = "default_calm_interval", with = "humantime_serde")]
+    pub calm_interval: Duration,
     /// HTTP basic auth of the stats page.
     pub basic_auth: Option<BasicAuth>,
     /// Export every backend and server of the stats page, not only the primary and replicas
@@ -341,7 +371,19 @@ fn default_true() -> bool {
     true
 }
 fn default_probe_interval() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_probe_calm_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_calm_write_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_calm_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_calm_after() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_probe_schema() -> String {
     "pgha_probe".into()
@@ -414,7 +456,11 @@ mod tests {
         assert_eq!(cl.member_retention, Duration::from_secs(600));
         assert_eq!(
             cl.patroni.polling,
-            Polling { interval: Duration::from_millis(200), timeout: Duration::from_secs(1) }
+            Polling {
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_secs(1),
+                calm: Duration::from_secs(5)
+            }
         );
         assert_eq!(cl.etcd.as_ref().unwrap().polling.interval, Duration::from_millis(200));
         assert!(cl.probes.is_none() && cl.haproxy.is_empty());
@@ -504,7 +550,14 @@ mod tests {
             vip.instances,
             [("haproxy".to_string(), WhoamiUrl { host: "h".into(), port: 7001, path: "/".into() })]
         );
-        assert_eq!(vip.polling, Polling { interval: Duration::from_millis(200), timeout: Duration::from_secs(1) });
+        assert_eq!(
+            vip.polling,
+            Polling {
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_secs(1),
+                calm: Duration::from_secs(1)
+            }
+        );
     }
 
     #[test]

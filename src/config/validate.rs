@@ -14,6 +14,7 @@ use crate::model::haproxy::Routes;
 use crate::model::patroni::api_base;
 use crate::model::source::Source;
 use crate::model::vip::VIP_TARGET;
+use crate::tasks::Pace;
 
 /// Shortest polling interval accepted: faster would only load the targets.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -37,6 +38,8 @@ pub struct ClusterPlan {
     /// `<namespace>/<scope>/`: where Patroni keeps this cluster's keys.
     pub key_prefix: String,
     pub member_retention: Duration,
+    /// How long a burst of fine-interval reading lasts after the last sign of change.
+    pub calm_after: Duration,
     /// Most members discovery may add.
     pub max_members: usize,
     pub patroni: PatroniPlan,
@@ -86,8 +89,17 @@ impl ClusterPlan {
 /// How often a target is called and how long one call may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Polling {
+    /// Between rounds after a sign of change.
     pub interval: Duration,
     pub timeout: Duration,
+    /// Between rounds while the cluster is calm (at least `interval`).
+    pub calm: Duration,
+}
+
+impl Polling {
+    pub fn pace(&self) -> Pace {
+        Pace { fine: self.interval, calm: self.calm }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +168,8 @@ pub struct ProbePlan {
     pub replicas: Option<HostPort>,
     pub direct: bool,
     pub polling: Polling,
+    /// While calm, time between the write probe's commits (at least `polling.calm`).
+    pub calm_write: Duration,
     /// The probe's own schema (lowercase letters, digits and `_`: safe to put in SQL).
     pub schema: String,
 }
@@ -228,6 +242,7 @@ fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan
         scope: c.scope.clone(),
         key_prefix: format!("{}/{}/", c.namespace.trim_end_matches('/'), c.scope),
         member_retention: c.member_retention,
+        calm_after: c.calm_after,
         max_members: c.max_members,
         patroni: patroni(c, at)?,
         etcd: etcd(c, at)?,
@@ -295,7 +310,7 @@ fn patroni(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<PatroniPlan
     Ok(PatroniPlan {
         members,
         discovery_urls,
-        polling: polling(&at("patroni"), p.interval, p.timeout)?,
+        polling: polling(&at("patroni"), p.interval, p.timeout, p.calm_interval)?,
         auth: basic(&at("patroni.basic_auth.password"), &p.basic_auth)?,
         tls: https(&at("patroni.tls"), &p.tls)?,
     })
@@ -327,7 +342,7 @@ fn etcd(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<EtcdPla
     }
     Ok(Some(EtcdPlan {
         endpoints: e.endpoints.clone(),
-        polling: polling(&at("etcd"), e.interval, e.timeout)?,
+        polling: polling(&at("etcd"), e.interval, e.timeout, e.calm_interval)?,
         credentials,
         tls: e.tls.as_ref().map(|t| tls::plan(&at("etcd.tls"), t, Verify::Full, &[b"h2"])).transpose()?,
     }))
@@ -346,7 +361,7 @@ fn haproxy(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Vec<Haproxy
             stats_url: check_url(&hat("stats_url"), &h.stats_url)?,
             routes: Routes { primary_backend: h.primary_backend.clone(), replicas_backend: h.replicas_backend.clone() },
             all_backends: h.all_backends,
-            polling: polling(&at(&format!("haproxy[{j}]")), h.interval, h.timeout)?,
+            polling: polling(&at(&format!("haproxy[{j}]")), h.interval, h.timeout, h.calm_interval)?,
             auth: basic(&hat("basic_auth.password"), &h.basic_auth)?,
             tls: https(&hat("tls"), &h.tls)?,
         });
@@ -375,8 +390,15 @@ fn vip(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<VipPlan>
     Ok(Some(VipPlan {
         whoami_url: whoami_url(&at("vip.whoami_url"), &v.whoami_url)?,
         instances,
-        polling: polling(&at("vip"), v.interval, v.timeout)?,
+        polling: polling(&at("vip"), v.interval, v.timeout, v.calm_interval)?,
     }))
+}
+
+fn calm_write(field: &str, every: Duration, polling: &Polling) -> Result<Duration, ConfigError> {
+    if every < polling.calm || every > MAX_INTERVAL {
+        return Err(invalid(field, "must be at least `calm_interval` and at most 10m"));
+    }
+    Ok(every)
 }
 
 fn whoami_url(field: &str, url: &str) -> Result<WhoamiUrl, ConfigError> {
@@ -402,7 +424,7 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
     if primary.is_none() && replicas.is_none() && !p.direct {
         return Err(invalid(at("probes"), "nothing to probe: set `primary`, `replicas` or `direct`"));
     }
-    let polling = polling(&at("probes"), p.interval, p.timeout)?;
+    let polling = polling(&at("probes"), p.interval, p.timeout, p.calm_interval)?;
     let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !plain(&p.schema) {
         return Err(invalid(at("probes.schema"), "use lowercase letters, digits and `_` only"));
@@ -413,6 +435,7 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
         primary,
         replicas,
         direct: p.direct,
+        calm_write: calm_write(&at("probes.calm_write_interval"), p.calm_write_interval, &polling)?,
         polling,
         schema: p.schema.clone(),
     }))
@@ -471,7 +494,7 @@ fn check_url(field: &str, url: &str) -> Result<reqwest::Url, ConfigError> {
     }
 }
 
-fn polling(at: &str, interval: Duration, timeout: Duration) -> Result<Polling, ConfigError> {
+fn polling(at: &str, interval: Duration, timeout: Duration, calm: Duration) -> Result<Polling, ConfigError> {
     if interval < MIN_INTERVAL {
         return Err(invalid(format!("{at}.interval"), "must be at least 50ms"));
     }
@@ -481,5 +504,8 @@ fn polling(at: &str, interval: Duration, timeout: Duration) -> Result<Polling, C
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
         return Err(invalid(format!("{at}.timeout"), "must be above zero and at most 60s"));
     }
-    Ok(Polling { interval, timeout })
+    if calm < interval || calm > MAX_INTERVAL {
+        return Err(invalid(format!("{at}.calm_interval"), "must be at least `interval` and at most 10m"));
+    }
+    Ok(Polling { interval, timeout, calm })
 }

@@ -127,6 +127,19 @@ pub fn build(clusters: &[Arc<ClusterState>], now: Instant) -> Vec<Family> {
                 n,
             );
         }
+        let labels = l(&[("scope", scope)]);
+        f.flag(
+            "pgha_collection_burst",
+            "1 while every source is read at its interval (a sign of change was seen less than calm_after ago), 0 while calm (calm_interval).",
+            labels.clone(),
+            cluster.cadence.bursting(now),
+        );
+        f.counter(
+            "pgha_collection_alarms",
+            "Signs of change (events, targets failing or back, closed sessions) that started or extended a burst.",
+            labels,
+            cluster.cadence.alarms_raised(),
+        );
     }
     process::families(&mut f);
     f.into_vec()

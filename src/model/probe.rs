@@ -1,5 +1,9 @@
 //! What the synthetic probes measured: attempts, failures by reason, and outages. An outage
-//! runs from the last success before a failure to the next success.
+//! runs from the last moment the probe's path was known to serve (its last success, or the
+//! moment the server closed the probe's idle session, whichever is later) to the next success.
+//! A probe that writes once a second while the cluster is calm still times the start of an
+//! outage that a server's shutdown or crash begins to the millisecond: the kernel tells the
+//! session's end at once.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,8 +75,11 @@ pub struct ProbeStats {
     pub last_success: Option<Instant>,
     pub last_success_wall: Option<SystemTime>,
     pub last_failure: Option<FailureReason>,
-    /// When the current outage began (the last success before it); `None` when there is none.
+    /// When the current outage began; `None` when there is none.
     pub outage_since: Option<Instant>,
+    /// The last moment the path was known to serve: the last success, or a later close of the
+    /// idle session by the server.
+    pub served_until: Option<Instant>,
     pub outages: u64,
     pub last_outage: Option<Duration>,
     pub outage_durations: Hist,
@@ -89,6 +96,7 @@ impl Default for ProbeStats {
             last_success_wall: None,
             last_failure: None,
             outage_since: None,
+            served_until: None,
             outages: 0,
             last_outage: None,
             outage_durations: Hist::new(OUTAGE_BUCKETS),
@@ -115,6 +123,7 @@ impl ProbeStats {
             Ok(()) => {
                 self.up = true;
                 self.last_success = Some(finished);
+                self.served_until = Some(finished);
                 self.last_success_wall = Some(SystemTime::now() - Instant::now().saturating_duration_since(finished));
                 let Some(since) = self.outage_since.take() else { return Transition::None };
                 let outage = Outage { last_success: since, recovered: finished };
@@ -128,15 +137,34 @@ impl ProbeStats {
                 self.failures[reason.index()] += 1;
                 self.last_failure = Some(reason);
                 // Before a first success there is no known start: no outage is counted.
-                match (self.outage_since, self.last_success) {
-                    (None, Some(last)) => {
-                        self.outage_since = Some(last);
-                        Transition::OutageStarted { last_success: last, reason }
+                match (self.outage_since, self.served_until) {
+                    (None, Some(since)) => {
+                        self.outage_since = Some(since);
+                        Transition::OutageStarted { last_success: since, reason }
                     }
                     _ => Transition::None,
                 }
             }
         }
+    }
+
+    /// A check that writes nothing found the path serving at `at` (the write probe between its
+    /// commits while the cluster is calm): an attempt, and the outage a later failure starts
+    /// begins no earlier than this.
+    pub fn record_served(&mut self, at: Instant) {
+        self.attempts += 1;
+        if self.up && self.outage_since.is_none() {
+            self.served_until = self.served_until.max(Some(at));
+        }
+    }
+
+    /// The server closed the probe's session at `at` while no attempt was running on it: the
+    /// path served until then, and the close is the failure that starts an outage.
+    pub fn record_close(&mut self, at: Instant) -> Transition {
+        if self.up && self.outage_since.is_none() {
+            self.served_until = self.served_until.max(Some(at));
+        }
+        self.record(&Attempt { started: at, finished: at, result: Err(FailureReason::ClosedConnection) })
     }
 
     /// Time into the current outage (zero when there is none).
@@ -218,6 +246,46 @@ mod tests {
         assert_eq!(s.outage_durations.count, 1);
         let le3 = s.outage_durations.buckets().iter().find(|(b, _)| *b == 3.0).unwrap().1;
         assert_eq!(le3, 1, "3.0 s lands in the le=3 bucket");
+    }
+
+    #[test]
+    fn an_idle_session_closed_by_the_server_starts_the_outage_at_the_close() {
+        let mut s = ProbeStats::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        s.record(&Attempt { started: at(0), finished: at(2), result: Ok(()) });
+        assert_eq!(
+            s.record_close(at(900)),
+            Transition::OutageStarted { last_success: at(900), reason: FailureReason::ClosedConnection }
+        );
+        assert_eq!(s.last_success, Some(at(2)), "the last success stays what it was");
+        assert_eq!(
+            s.record(&Attempt { started: at(950), finished: at(951), result: Err(FailureReason::ConnectRefused) }),
+            Transition::None
+        );
+        let ended = s.record(&Attempt { started: at(3000), finished: at(3010), result: Ok(()) });
+        assert_eq!(ended, Transition::OutageEnded(Outage { last_success: at(900), recovered: at(3010) }));
+        assert_eq!(s.last_outage, Some(Duration::from_millis(2110)));
+        // A close during an outage moves nothing; one before any success starts none.
+        s.record(&Attempt { started: at(4000), finished: at(4500), result: Err(FailureReason::Timeout) });
+        assert_eq!(s.record_close(at(4600)), Transition::None);
+        assert_eq!(s.outage_since, Some(at(3010)));
+        assert_eq!(ProbeStats::default().record_close(at(1)), Transition::None);
+    }
+
+    #[test]
+    fn a_check_between_commits_moves_the_outage_start_but_not_the_last_success() {
+        let mut s = ProbeStats::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        s.record(&Attempt { started: at(0), finished: at(2), result: Ok(()) });
+        s.record_served(at(1000));
+        s.record_served(at(2000));
+        let started = s.record(&Attempt { started: at(3000), finished: at(4000), result: Err(FailureReason::Timeout) });
+        assert_eq!(started, Transition::OutageStarted { last_success: at(2000), reason: FailureReason::Timeout });
+        assert_eq!((s.last_success, s.attempts), (Some(at(2)), 4));
+        s.record_served(at(4500));
+        assert_eq!(s.outage_since, Some(at(2000)), "a check during an outage does not end or move it");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::session::{Deadline, Session, SetupError};
+use super::session::{closed, Deadline, Session, SetupError};
 use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{DirectOutcome, FailureReason};
@@ -24,7 +24,7 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
     // One sequence for all members: a member's task that restarts never reuses a number.
     let seq = Arc::new(AtomicI64::new(0));
     let mut probes = TaskSet::new(format!("{}: direct probe", state.scope()));
-    let mut tick = ticker(plan.polling.interval);
+    let mut tick = ticker(plan.polling.calm.min(std::time::Duration::from_secs(1)));
     loop {
         tick.tick().await;
         let stopped = probes.reconcile(state.postgres_targets(), |(member, addr)| {
@@ -38,6 +38,7 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
                 session: None,
                 attempts: 0,
                 setup_error: None,
+                writable: false,
             };
             probe.run()
         });
@@ -57,6 +58,8 @@ struct DirectProbe {
     attempts: u64,
     /// The last setup failure, logged once when it appears and once when it clears.
     setup_error: Option<SetupError>,
+    /// The last write on this member succeeded (and it was not in recovery since).
+    writable: bool,
 }
 
 fn failed(reason: FailureReason, up: bool, in_recovery: Option<bool>) -> DirectOutcome {
@@ -65,15 +68,26 @@ fn failed(reason: FailureReason, up: bool, in_recovery: Option<bool>) -> DirectO
 
 impl DirectProbe {
     async fn run(mut self) {
-        let mut tick = ticker(self.plan.polling.interval);
         loop {
-            tick.tick().await;
+            let began = Instant::now();
             let outcome = self.probe().await;
             self.state.apply_direct(&self.member, &self.addr, outcome, Instant::now());
+            tokio::select! {
+                _ = self.state.cadence.next_round(began, self.plan.polling.pace()) => {}
+                // The server ended the session (shutdown, crash): the next round, at once,
+                // tells whether it still answers.
+                _ = closed(&mut self.session) => self.session = None,
+            }
         }
     }
 
     async fn probe(&mut self) -> DirectOutcome {
+        let outcome = self.probe_once().await;
+        self.writable = outcome.writable;
+        outcome
+    }
+
+    async fn probe_once(&mut self) -> DirectOutcome {
         self.attempts += 1;
         let deadline = Deadline::after(self.plan.polling.timeout);
         if self.session.is_none() {
@@ -92,6 +106,11 @@ impl DirectProbe {
         };
         if in_recovery {
             return DirectOutcome { up: true, in_recovery: Some(true), writable: false, failure: None };
+        }
+        // While calm, no write: every commit moves the WAL, and each Patroni member then
+        // rewrites its key in etcd. What the last write found stands.
+        if !self.state.cadence.bursting(Instant::now()) && self.writable {
+            return DirectOutcome { up: true, in_recovery: Some(false), writable: true, failure: None };
         }
         let setup = session.ensure_table(&self.plan, &deadline).await.err();
         self.note_setup(setup.clone());

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::session::{Deadline, Session};
+use super::session::{closed, Deadline, Session};
 use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{Attempt, FailureReason, ProbeKind};
 use crate::state::ClusterState;
-use crate::tasks::ticker;
 
 pub struct ReadProbe {
     state: Arc<ClusterState>,
@@ -26,10 +25,16 @@ impl ReadProbe {
     }
 
     pub async fn run(mut self) {
-        let mut tick = ticker(self.plan.polling.interval);
         loop {
-            tick.tick().await;
+            let began = Instant::now();
             self.attempt().await;
+            tokio::select! {
+                _ = self.state.cadence.next_round(began, self.plan.polling.pace()) => {}
+                _ = closed(&mut self.session) => {
+                    self.session = None;
+                    self.state.apply_probe_close(ProbeKind::Read, Instant::now());
+                }
+            }
         }
     }
 
@@ -39,7 +44,7 @@ impl ReadProbe {
         if self.session.is_none() {
             self.session = Some(Session::connect(&self.plan.login, &self.plan.schema, &self.addr, &deadline).await?);
         }
-        let session = self.session.as_ref().expect("connected above");
+        let session = self.session.as_mut().expect("connected above");
         session.newest_heartbeat(&self.probe_id, &deadline).await
     }
 

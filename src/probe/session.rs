@@ -79,7 +79,7 @@ async fn open(
     tls: &PgTls,
     addr: &HostPort,
     deadline: &Deadline,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), FailureReason> {
+) -> Result<(tokio_postgres::Client, Driver), FailureReason> {
     let tcp =
         match tokio::time::timeout(deadline.remaining(), TcpStream::connect((addr.host.as_str(), addr.port))).await {
             Err(_) => return Err(FailureReason::Timeout),
@@ -98,14 +98,33 @@ async fn open(
             let connector = GuardedTls { inner: rustls, guard: tls.require_scram };
             let stream = Guarded::new(tcp, guard(true));
             let (client, connection) = bounded(deadline, pg.connect_raw(stream, connector)).await?;
-            Ok((client, tokio::spawn(async move { drop(connection.await) })))
+            Ok((client, Driver::spawn(connection)))
         }
         None => {
             pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
             let stream = Guarded::new(tcp, guard(false));
             let (client, connection) = bounded(deadline, pg.connect_raw(stream, tokio_postgres::NoTls)).await?;
-            Ok((client, tokio::spawn(async move { drop(connection.await) })))
+            Ok((client, Driver::spawn(connection)))
         }
+    }
+}
+
+/// The task driving a session's connection. It reads the socket all the time, so a connection
+/// closed by the server (shutdown, crash, HAProxy cutting its sessions) ends it at once, even
+/// while no statement runs: `closed` tells.
+struct Driver {
+    task: tokio::task::JoinHandle<()>,
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Driver {
+    fn spawn<C: Future + Send + 'static>(connection: C) -> Self {
+        let (tx, closed) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            drop(connection.await);
+            let _ = tx.send(true);
+        });
+        Driver { task, closed }
     }
 }
 
@@ -134,6 +153,14 @@ fn io_reason(io: &std::io::Error) -> FailureReason {
         // The password guard's refusal.
         std::io::ErrorKind::PermissionDenied => FailureReason::Auth,
         _ => FailureReason::ClosedConnection,
+    }
+}
+
+/// Resolves when `session` is closed; never when there is none.
+pub async fn closed(session: &mut Option<Session>) {
+    match session {
+        Some(s) => s.closed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -176,15 +203,17 @@ pub enum SetupError {
 /// dropped: a frozen server must not keep it alive.
 pub struct Session {
     client: tokio_postgres::Client,
-    task: tokio::task::JoinHandle<()>,
+    driver: Driver,
     table: String,
     /// The probe table was found or created on this session's server.
     table_ready: bool,
+    /// The read probe's statement, once prepared.
+    newest: Option<tokio_postgres::Statement>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.task.abort();
+        self.driver.task.abort();
     }
 }
 
@@ -205,8 +234,13 @@ impl Session {
         if let Some(p) = &login.password {
             pg.password(p.expose());
         }
-        let (client, task) = open(&pg, &login.tls, addr, deadline).await?;
-        Ok(Session { client, task, table: format!("{schema}.heartbeat"), table_ready: false })
+        let (client, driver) = open(&pg, &login.tls, addr, deadline).await?;
+        Ok(Session { client, driver, table: format!("{schema}.heartbeat"), table_ready: false, newest: None })
+    }
+
+    /// Resolves once the connection is closed, whoever closed it.
+    pub async fn closed(&mut self) {
+        let _ = self.driver.closed.wait_for(|c| *c).await;
     }
 
     /// Creates the probe's schema and table unless they exist (once per session).
@@ -239,8 +273,18 @@ impl Session {
     }
 
     pub async fn in_recovery(&self, deadline: &Deadline) -> Result<bool, FailureReason> {
-        let row = bounded(deadline, self.client.query_one("SELECT pg_is_in_recovery()", &[])).await?;
-        row.try_get(0).map_err(|_| FailureReason::Other)
+        // The simple protocol: one round trip, nothing to parse twice. It runs every second
+        // on every member while the cluster is calm.
+        let messages = bounded(deadline, self.client.simple_query("SELECT pg_is_in_recovery()")).await?;
+        let value = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        });
+        match value.as_deref() {
+            Some("t") => Ok(true),
+            Some("f") => Ok(false),
+            _ => Err(FailureReason::Other),
+        }
     }
 
     /// One heartbeat row, committed (autocommit).
@@ -251,12 +295,22 @@ impl Session {
 
     /// When this probe id's newest visible row was written; `None` when none is visible yet.
     pub async fn newest_heartbeat(
-        &self,
+        &mut self,
         probe_id: &str,
         deadline: &Deadline,
     ) -> Result<Option<SystemTime>, FailureReason> {
-        let sql = format!("SELECT written_at FROM {} WHERE probe_id = $1 ORDER BY seq DESC LIMIT 1", self.table);
-        let rows = bounded(deadline, self.client.query(&sql, &[&probe_id])).await?;
+        // Prepared once per session: the read probe runs it every second.
+        let statement = match &self.newest {
+            Some(s) => s.clone(),
+            None => {
+                let sql =
+                    format!("SELECT written_at FROM {} WHERE probe_id = $1 ORDER BY seq DESC LIMIT 1", self.table);
+                let s = bounded(deadline, self.client.prepare(&sql)).await?;
+                self.newest = Some(s.clone());
+                s
+            }
+        };
+        let rows = bounded(deadline, self.client.query(&statement, &[&probe_id])).await?;
         // A table made by hand with other column types is a failure, not a panic.
         rows.first().map(|r| r.try_get::<_, SystemTime>(0).map_err(|_| FailureReason::Other)).transpose()
     }

@@ -1,6 +1,7 @@
 //! The write probe: a commit every interval through HAProxy's primary port, on a persistent
 //! session that reconnects by itself after any error (the lab report's script died on its
-//! closed connection; this one must not).
+//! closed connection; this one must not). A session the server closes while idle is an
+//! outage's start, at that moment; during an outage the probe hedges (see [`WriteProbe::hedge`]).
 //!
 //! Each row is (probe id, sequence number, the exporter's clock). After every outage the probe
 //! checks, on the (new) primary, that every sequence number whose commit was acknowledged is
@@ -10,12 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::session::{Deadline, Session, SetupError, SLOW_STATEMENT};
+use super::session::{closed, Deadline, Session, SetupError, SLOW_STATEMENT};
 use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{Attempt, FailureReason, ProbeKind, Transition};
 use crate::state::ClusterState;
-use crate::tasks::ticker;
 
 /// Acknowledged writes remembered for the loss check: the newest this many...
 const ACKED_KEPT: usize = 100_000;
@@ -24,6 +24,10 @@ const ACKED_AGE: Duration = Duration::from_secs(3600);
 /// How often the probe deletes its old rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// A write outage younger than this keeps the cluster's burst going, so its end is timed at
+/// the fine interval; an older one (HAProxy down for hours) is tried at the calm interval.
+const OUTAGE_BURST: Duration = Duration::from_secs(300);
+
 pub struct WriteProbe {
     state: Arc<ClusterState>,
     plan: ProbePlan,
@@ -31,62 +35,145 @@ pub struct WriteProbe {
     probe_id: String,
     session: Option<Session>,
     last_prune: Instant,
+    /// The last commit attempted: while calm, the probe commits every `calm_write` only.
+    last_commit: Option<Instant>,
+}
+
+/// One write on `session`, connecting (and setting the table up) first when there is none.
+async fn write_on(
+    scope: &str,
+    session: &mut Option<Session>,
+    plan: &ProbePlan,
+    addr: &HostPort,
+    probe_id: &str,
+    seq: i64,
+) -> Result<(), FailureReason> {
+    let deadline = Deadline::after(plan.polling.timeout);
+    if session.is_none() {
+        let mut fresh = Session::connect(&plan.login, &plan.schema, addr, &deadline).await?;
+        if let Err(e) = fresh.ensure_table(plan, &deadline).await {
+            // A missing privilege is worth an error; a setup that failed because the server is
+            // going away is just this attempt's failure.
+            match &e {
+                SetupError::NotAllowed { .. } => tracing::error!(scope, error = %e, "write probe setup"),
+                SetupError::Failed(_) => tracing::debug!(scope, error = %e, "write probe setup"),
+            }
+            return Err(FailureReason::Other);
+        }
+        *session = Some(fresh);
+    }
+    let result = session.as_ref().expect("connected above").write_heartbeat(probe_id, seq, &deadline).await;
+    if result.is_err() {
+        // Whatever went wrong, the next attempt starts from a fresh session: a read-only or
+        // closing server, a hung one, or HAProxy that routed us nowhere.
+        *session = None;
+    }
+    result
 }
 
 impl WriteProbe {
     pub fn new(state: Arc<ClusterState>, plan: ProbePlan, addr: HostPort, probe_id: String) -> Self {
         let last_prune = Instant::now();
-        Self { state, plan, addr, probe_id, session: None, last_prune }
+        Self { state, plan, addr, probe_id, session: None, last_prune, last_commit: None }
     }
 
     pub async fn run(mut self) {
-        let mut tick = ticker(self.plan.polling.interval);
         loop {
-            tick.tick().await;
-            self.attempt().await;
+            let began = Instant::now();
+            if self.state.read().probes.write.as_ref().is_some_and(|w| w.failing()) {
+                self.hedge().await;
+                continue;
+            }
+            if self.check_will_do(began) {
+                self.check(began).await;
+            } else {
+                self.last_commit = Some(began);
+                let seq = self.next_seq();
+                let (scope, session) = (self.state.scope(), &mut self.session);
+                let result = write_on(scope, session, &self.plan, &self.addr, &self.probe_id, seq).await;
+                self.settle(Attempt { started: began, finished: Instant::now(), result }, seq).await;
+            }
+            tokio::select! {
+                _ = self.state.cadence.next_round(began, self.plan.polling.pace()) => {}
+                _ = closed(&mut self.session) => {
+                    self.session = None;
+                    self.state.apply_probe_close(ProbeKind::Write, Instant::now());
+                }
+            }
         }
     }
 
-    async fn write_once(&mut self, seq: i64) -> Result<(), FailureReason> {
-        let deadline = Deadline::after(self.plan.polling.timeout);
-        if self.session.is_none() {
-            let mut session = Session::connect(&self.plan.login, &self.plan.schema, &self.addr, &deadline).await?;
-            if let Err(e) = session.ensure_table(&self.plan, &deadline).await {
-                // A missing privilege is worth an error; a setup that failed because the
-                // server is going away is just this attempt's failure.
-                match &e {
-                    SetupError::NotAllowed { .. } => {
-                        tracing::error!(scope = %self.state.scope(), error = %e, "write probe setup")
+    /// While calm and between commits, on a session that is open, a check that writes nothing.
+    fn check_will_do(&self, now: Instant) -> bool {
+        let commit_due = self.last_commit.is_none_or(|t| now.saturating_duration_since(t) >= self.plan.calm_write);
+        self.session.is_some() && !commit_due && !self.state.cadence.bursting(now)
+    }
+
+    /// Asks the primary, through HAProxy, whether it is in recovery: serving, or the failure
+    /// that starts an outage (a replica or a read-only node behind the port, no answer).
+    async fn check(&mut self, began: Instant) {
+        let Some(session) = &self.session else { return };
+        let result = match session.in_recovery(&Deadline::after(self.plan.polling.timeout)).await {
+            Ok(false) => return self.state.apply_probe_served(ProbeKind::Write, Instant::now()),
+            Ok(true) => Err(FailureReason::ReadOnly),
+            Err(reason) => Err(reason),
+        };
+        self.session = None;
+        self.state.apply_probe(ProbeKind::Write, Attempt { started: began, finished: Instant::now(), result }, None);
+    }
+
+    fn next_seq(&self) -> i64 {
+        let mut ledger = self.state.ledger();
+        ledger.seq += 1;
+        ledger.seq
+    }
+
+    /// During an outage: a new attempt on a new session every interval, whatever earlier ones
+    /// still wait on (one held by HAProxy's retries or a dead server must not hold the outage
+    /// open). The first success ends the outage and keeps its session; the attempts still
+    /// waiting are dropped, and a commit never acknowledged is never counted.
+    async fn hedge(&mut self) {
+        self.session = None;
+        let mut waiting = tokio::task::JoinSet::new();
+        let mut next = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {
+                    let (plan, addr, id, seq) = (self.plan.clone(), self.addr.clone(), self.probe_id.clone(), self.next_seq());
+                    let scope = self.state.scope().to_string();
+                    waiting.spawn(async move {
+                        let (started, mut session) = (Instant::now(), None);
+                        let result = write_on(&scope, &mut session, &plan, &addr, &id, seq).await;
+                        (Attempt { started, finished: Instant::now(), result }, seq, session)
+                    });
+                    let now = Instant::now();
+                    // Before a first success there is no outage to time: no burst for it.
+                    let young = self.state.read().probes.write.as_ref()
+                        .is_some_and(|w| w.outage_since.is_some() && w.current_outage(now) < OUTAGE_BURST);
+                    if young && !self.state.cadence.bursting(now) {
+                        self.state.cadence.alarm();
                     }
-                    SetupError::Failed(_) => {
-                        tracing::debug!(scope = %self.state.scope(), error = %e, "write probe setup")
+                    next = now + self.state.cadence.interval(self.plan.polling.pace(), now);
+                }
+                Some(Ok((attempt, seq, session))) = waiting.join_next() => {
+                    if attempt.result.is_ok() {
+                        self.session = session;
+                    }
+                    if self.settle(attempt, seq).await {
+                        return;
                     }
                 }
-                return Err(FailureReason::Other);
             }
-            self.session = Some(session);
         }
-        let session = self.session.as_ref().expect("connected above");
-        session.write_heartbeat(&self.probe_id, seq, &deadline).await
     }
 
-    async fn attempt(&mut self) {
-        let seq = {
-            let mut ledger = self.state.ledger();
-            ledger.seq += 1;
-            ledger.seq
-        };
-        let started = Instant::now();
-        let result = self.write_once(seq).await;
-        let finished = Instant::now();
+    /// Records one attempt; after the outage it ends, checks for lost writes. True when the
+    /// probe is up.
+    async fn settle(&mut self, attempt: Attempt, seq: i64) -> bool {
+        let Attempt { started, finished, result } = attempt;
         match result {
-            Err(reason) => {
-                tracing::debug!(scope = %self.state.scope(), seq, reason = reason.as_str(),
-                    took_ms = (finished - started).as_millis() as u64, "write probe failed");
-                // Whatever went wrong, the next attempt starts from a fresh session: a read-only
-                // or closing server, a hung one, or HAProxy that routed us nowhere.
-                self.session = None;
-            }
+            Err(reason) => tracing::debug!(scope = %self.state.scope(), seq, reason = reason.as_str(),
+                took_ms = (finished - started).as_millis() as u64, "write probe failed"),
             Ok(()) => {
                 let acked = &mut self.state.ledger().acked;
                 acked.push_back((seq, finished));
@@ -97,7 +184,6 @@ impl WriteProbe {
                 }
             }
         }
-        let attempt = Attempt { started, finished, result };
         match self.state.apply_probe(ProbeKind::Write, attempt, None) {
             Transition::OutageEnded(outage) => {
                 self.state.ledger().check_owed = true;
@@ -115,6 +201,7 @@ impl WriteProbe {
         if result.is_ok() && self.last_prune.elapsed() >= PRUNE_EVERY {
             self.prune().await;
         }
+        result.is_ok()
     }
 
     /// The acknowledged writes made before `before` that the primary no longer has, forgotten

@@ -1,21 +1,28 @@
-//! An independent writer: a commit every 50 ms through HAProxy's primary port, on its own
-//! connection that reconnects after any error, every attempt under a 500 ms deadline. It measures
-//! outages with the exporter's definition (last success before a failure to the next success),
-//! so the exporter's figures can be checked against it.
+//! An independent, hedged writer: a new commit attempt every 50 ms through HAProxy's primary
+//! port, whatever earlier attempts still wait on, each under a 500 ms deadline. An attempt
+//! takes an idle session or opens a new one, and gives it back when it committed; so when
+//! writes work, one session does all, and during an outage no attempt held by a dead server or
+//! HAProxy's retries holds the others up. Its outage runs from the last acknowledged commit
+//! before a failure to the first one after, so the exporter's figures can be checked against it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const EVERY: Duration = Duration::from_millis(50);
-// Short, as the exporter's probe in the test: an attempt stuck in HAProxy's connect retries to a
-// dead server must not straddle the end of the outage for long.
 const DEADLINE: Duration = Duration::from_millis(500);
+
+/// One attempt: when it started, when it ended, whether it committed.
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    started: Instant,
+    finished: Instant,
+    ok: bool,
+}
 
 pub struct Writer {
     stop: Arc<AtomicBool>,
-    /// (when the attempt ended, whether it committed)
-    log: Arc<Mutex<Vec<(Instant, bool)>>>,
+    log: Arc<Mutex<Vec<Try>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -49,20 +56,23 @@ async fn connect(tls: Option<&rustls::ClientConfig>) -> Option<Session> {
     Some((c, task))
 }
 
-async fn attempt(client: &mut Option<Session>, tls: Option<&rustls::ClientConfig>) -> bool {
-    if client.is_none() {
-        let Some(session) = connect(tls).await else { return false };
-        *client = Some(session);
-    }
-    let (c, _) = client.as_ref().unwrap();
-    let ok = matches!(
-        tokio::time::timeout(DEADLINE, c.execute("INSERT INTO it_writes DEFAULT VALUES", &[])).await,
-        Ok(Ok(_))
-    );
-    if !ok {
-        if let Some((_, task)) = client.take() {
-            task.abort();
-        }
+type Idle = Arc<Mutex<Vec<Session>>>;
+
+async fn attempt(idle: Idle, tls: Option<Arc<rustls::ClientConfig>>) -> bool {
+    let taken = idle.lock().unwrap().pop();
+    let session = match taken {
+        Some(s) => s,
+        None => match connect(tls.as_deref()).await {
+            Some(s) => s,
+            None => return false,
+        },
+    };
+    let insert = session.0.execute("INSERT INTO it_writes DEFAULT VALUES", &[]);
+    let ok = matches!(tokio::time::timeout(DEADLINE, insert).await, Ok(Ok(_)));
+    if ok {
+        idle.lock().unwrap().push(session);
+    } else {
+        session.1.abort();
     }
     ok
 }
@@ -77,16 +87,23 @@ impl Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (s, l) = (stop.clone(), log.clone());
+        let tls = tls.map(Arc::new);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let mut client = None;
+                let idle: Idle = Arc::default();
                 let mut tick = tokio::time::interval(EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut running = tokio::task::JoinSet::new();
                 while !s.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    let ok = attempt(&mut client, tls.as_ref()).await;
-                    l.lock().unwrap().push((Instant::now(), ok));
+                    let (idle, tls, l) = (idle.clone(), tls.clone(), l.clone());
+                    running.spawn(async move {
+                        let started = Instant::now();
+                        let ok = attempt(idle, tls).await;
+                        l.lock().unwrap().push(Try { started, finished: Instant::now(), ok });
+                    });
+                    while running.try_join_next().is_some() {}
                 }
             });
         });
@@ -94,16 +111,18 @@ impl Writer {
     }
 
     pub fn successes_since(&self, t: Instant) -> usize {
-        self.log.lock().unwrap().iter().filter(|(at, ok)| *at >= t && *ok).count()
+        self.log.lock().unwrap().iter().filter(|a| a.finished >= t && a.ok).count()
     }
 
-    /// The first outage whose failures began after `t`: from the last success before it to the
-    /// next success; `None` while it has not ended.
+    /// The first outage after `t`: from the last commit acknowledged before the first attempt
+    /// started after `t` that failed, to the first commit acknowledged after that attempt
+    /// started; `None` while it has not ended.
     pub fn outage_after(&self, t: Instant) -> Option<Duration> {
         let log = self.log.lock().unwrap();
-        let first_failure = log.iter().position(|(at, ok)| *at >= t && !ok)?;
-        let last_success = log[..first_failure].iter().rev().find(|(_, ok)| *ok)?.0;
-        let recovered = log[first_failure..].iter().find(|(_, ok)| *ok)?.0;
+        let failed = log.iter().filter(|a| a.started >= t && !a.ok).map(|a| a.started).min()?;
+        let acked = || log.iter().filter(|a| a.ok).map(|a| a.finished);
+        let last_success = acked().filter(|f| *f <= failed).max()?;
+        let recovered = acked().filter(|f| *f > failed).min()?;
         Some(recovered - last_success)
     }
 }
