@@ -553,14 +553,12 @@ impl ClusterState {
     /// etcd round is up to four calls: status, member list, keys, lease) and two seconds.
     pub fn staleness_bound(&self, source: Source) -> Duration {
         let round = match source {
-            Source::Patroni => self.plan.patroni.polling.interval + self.plan.patroni.polling.timeout,
-            Source::Etcd => {
-                self.plan.etcd.as_ref().map_or(Duration::ZERO, |e| e.polling.interval + 4 * e.polling.timeout)
-            }
+            Source::Patroni => self.plan.patroni.polling.calm + self.plan.patroni.polling.timeout,
+            Source::Etcd => self.plan.etcd.as_ref().map_or(Duration::ZERO, |e| e.polling.calm + 4 * e.polling.timeout),
             Source::Haproxy => {
-                self.plan.haproxy.iter().map(|h| h.polling.interval + h.polling.timeout).max().unwrap_or_default()
+                self.plan.haproxy.iter().map(|h| h.polling.calm + h.polling.timeout).max().unwrap_or_default()
             }
-            Source::Vip => self.plan.vip.as_ref().map_or(Duration::ZERO, |v| v.polling.interval + v.polling.timeout),
+            Source::Vip => self.plan.vip.as_ref().map_or(Duration::ZERO, |v| v.polling.calm + v.polling.timeout),
         };
         2 * round + Duration::from_secs(2)
     }
@@ -882,6 +880,14 @@ mod tests {
 
     const ETCD: &str =
         "clusters:\n  - scope: demo\n    member_retention: 60s\n    etcd: {endpoints: ['http://e:2379']}\n";
+
+    #[test]
+    fn staleness_bounds_allow_two_calm_rounds() {
+        let state = ClusterState::new(crate::testing::plan(""), None);
+        // Patroni and HAProxy: calm 5 s + timeout 1 s, twice, and 2 s.
+        assert_eq!(state.staleness_bound(Source::Patroni), Duration::from_secs(14));
+        assert_eq!(state.staleness_bound(Source::Haproxy), Duration::from_secs(14));
+    }
 
     #[test]
     fn vanished_member_is_kept_absent_until_retention_then_forgotten() {

@@ -592,6 +592,39 @@ mod tests {
     }
 
     #[test]
+    fn calm_intervals_are_no_shorter_than_the_burst_ones() {
+        let cases = [
+            ("etcd: {endpoints: ['http://e:2379'], interval: 2s, calm_interval: 1s}", "clusters[0].etcd.calm_interval"),
+            ("etcd: {endpoints: ['http://e:2379']}\n    patroni: {calm_interval: 100ms}", "clusters[0].patroni.calm_interval"),
+            (
+                "etcd: {endpoints: ['http://e:2379']}\n    probes: {user: u, primary: 'h:1', calm_write_interval: 500ms}",
+                "clusters[0].probes.calm_write_interval",
+            ),
+        ];
+        for (cluster, field) in cases {
+            let text = format!("clusters:\n  - scope: a\n    {cluster}\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.ends_with(&format!(
+                    "`{field}`: must be at least {}",
+                    if field.ends_with("write_interval") {
+                        "`calm_interval` and at most 10m"
+                    } else {
+                        "`interval` and at most 10m"
+                    }
+                )),
+                "{text} gave {err}"
+            );
+        }
+        let text = "clusters:\n  - scope: a\n    etcd: {endpoints: ['http://e:2379']}\n    probes: {user: u, primary: 'h:1'}\n";
+        let plan = &Config::parse(text).unwrap().clusters[0];
+        let probes = plan.probes.as_ref().unwrap();
+        assert_eq!((probes.polling.interval, probes.polling.calm), (Duration::from_millis(50), Duration::from_secs(1)));
+        assert_eq!((probes.calm_write, plan.calm_after), (Duration::from_secs(60), Duration::from_secs(30)));
+        assert_eq!(plan.patroni.polling.calm, Duration::from_secs(5));
+    }
+
+    #[test]
     fn secret_from_file_is_read_and_never_printed() {
         let dir = std::env::temp_dir().join(format!("pgha-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
