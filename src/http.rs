@@ -360,7 +360,7 @@ mod tests {
         cluster.apply_member("m", "http://m:1", old);
         let (status, why, _) = get_text(app.clone(), "/-/healthy").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a member polled 30 s ago: its loop stopped");
-        assert!(why.starts_with("stale readings: demo<x>/patroni 30.0s old (bound 4.4s)"), "{why}");
+        assert!(why.starts_with("stale readings: demo<x>/patroni 30.0s old (bound 14.0s)"), "{why}");
         cluster.apply_member("m", "http://m:1", crate::testing::refused());
         let (_, page, _) = get_text(app.clone(), "/").await;
         assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");
