@@ -70,7 +70,8 @@ pub struct Probes {
     pub write: Option<ProbeStats>,
     /// Through HAProxy's replicas port.
     pub read: Option<ProbeStats>,
-    /// Age of the newest heartbeat the read probe saw, at its last success.
+    /// How long the oldest acknowledged write the read probe did not see has been
+    /// acknowledged, at its last success (zero when it saw them all).
     pub read_staleness_seconds: Option<f64>,
     /// Acknowledged writes missing after an outage, since the exporter started.
     pub lost_writes_total: u64,
@@ -331,6 +332,15 @@ pub struct WriteLedger {
     pub acked: std::collections::VecDeque<(i64, Instant)>,
     /// A loss check is owed (an outage ended, or the exporter restarted, before it was made).
     pub check_owed: bool,
+}
+
+impl WriteLedger {
+    /// When the oldest acknowledged write newer than `visible` (the newest sequence number a
+    /// reader sees) was acknowledged; `None` when the reader sees every acknowledged write.
+    pub fn unseen_since(&self, visible: Option<i64>) -> Option<Instant> {
+        let visible = visible.unwrap_or(i64::MIN);
+        self.acked.iter().rev().take_while(|(seq, _)| *seq > visible).map(|(_, at)| *at).min()
+    }
 }
 
 /// One cluster's plan and state.
@@ -766,7 +776,7 @@ impl ClusterState {
         })
     }
 
-    /// One attempt of the write or read probe (`staleness`: the read probe's newest row age).
+    /// One attempt of the write or read probe (`staleness`: what the read probe did not see).
     /// The end of a write outage is only recorded by [`Self::apply_write_recovered`], once the
     /// loss check has run.
     pub fn apply_probe(&self, probe: ProbeKind, attempt: Attempt, staleness: Option<f64>) -> Transition {
@@ -781,8 +791,14 @@ impl ClusterState {
     }
 
     /// A check that writes nothing found the probe's path serving at `at`.
+    /// For the timeline the write path served then, as after a commit: a failover opened later
+    /// dates its last good write from here.
     pub fn apply_probe_served(&self, probe: ProbeKind, at: Instant) {
-        self.update(|d, _| d.probe_stats(probe).record_served(at))
+        self.update(|d, logs| {
+            if d.probe_stats(probe).record_served(at) && probe == ProbeKind::Write {
+                d.change(Change::WriteSucceeded, at, logs);
+            }
+        })
     }
 
     /// The server closed the probe's idle session at `at`.
@@ -880,6 +896,20 @@ mod tests {
 
     const ETCD: &str =
         "clusters:\n  - scope: demo\n    member_retention: 60s\n    etcd: {endpoints: ['http://e:2379']}\n";
+
+    #[test]
+    fn a_reader_is_stale_since_the_oldest_acknowledged_write_it_does_not_see() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Hedged attempts may be acknowledged out of order: 12 before 11.
+        let acked = [(10, at(0)), (12, at(50)), (11, at(70)), (13, at(100))].into_iter().collect();
+        let ledger = WriteLedger { seq: 13, acked, check_owed: false };
+        assert_eq!(ledger.unseen_since(Some(13)), None, "sees them all");
+        assert_eq!(ledger.unseen_since(Some(12)), Some(at(100)));
+        assert_eq!(ledger.unseen_since(Some(10)), Some(at(50)));
+        assert_eq!(ledger.unseen_since(None), Some(at(0)), "sees none");
+        assert_eq!(WriteLedger::default().unseen_since(None), None);
+    }
 
     #[test]
     fn staleness_bounds_allow_two_calm_rounds() {

@@ -93,9 +93,10 @@ pub struct VipConfig {
     /// Deadline of one read, connection included. Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// How often the whoami pages are read while the cluster is calm. Default 1s.
-    #[serde(default = "default_probe_calm_interval", with = "humantime_serde")]
-    pub calm_interval: Duration,
+    /// How often the whoami pages are read while the cluster is calm. Default 1s, or
+    /// `interval` when that is longer.
+    #[serde(default, with = "humantime_serde")]
+    pub calm_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,15 +123,17 @@ pub struct ProbeConfig {
     /// Client-side deadline of one attempt (connect included). Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Time between attempts while the cluster is calm. Default 1s.
-    #[serde(default = "default_probe_calm_interval", with = "humantime_serde")]
-    pub calm_interval: Duration,
+    /// Time between attempts while the cluster is calm. Default 1s, or `interval` when that
+    /// is longer.
+    #[serde(default, with = "humantime_serde")]
+    pub calm_interval: Option<Duration>,
     /// While the cluster is calm, how often the write probe commits; its other calm attempts
     /// ask the primary through HAProxy whether it is in recovery, which writes nothing (every
     /// commit moves the WAL, and each Patroni member then rewrites its key in etcd at its next
-    /// loop). The direct probes write only during bursts. Default 60s.
-    #[serde(default = "default_calm_write_interval", with = "humantime_serde")]
-    pub calm_write_interval: Duration,
+    /// loop). The direct probes commit as often. Default 60s, or `calm_interval` when that is
+    /// longer.
+    #[serde(default, with = "humantime_serde")]
+    pub calm_write_interval: Option<Duration>,
     /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.
     #[serde(default = "default_probe_schema")]
     pub schema: String,
@@ -207,9 +210,9 @@ pub struct PatroniConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// How often each member's own `GET /patroni` (and discovery's `/cluster`) is read while
-    /// the cluster is calm. Default 5s.
-    #[serde(default = "default_calm_interval", with = "humantime_serde")]
-    pub calm_interval: Duration,
+    /// the cluster is calm. Default 5s, or `interval` when that is longer.
+    #[serde(default, with = "humantime_serde")]
+    pub calm_interval: Option<Duration>,
     /// HTTP basic auth for the REST API, if it requires it.
     pub basic_auth: Option<BasicAuth>,
     /// TLS toward `https` REST APIs (CA, client certificate for `restapi.verify_client`).
@@ -223,7 +226,7 @@ impl Default for PatroniConfig {
             discovery_urls: Vec::new(),
             interval: default_fast_interval(),
             timeout: default_timeout(),
-            calm_interval: default_calm_interval(),
+            calm_interval: None,
             basic_auth: None,
             tls: None,
         }
@@ -253,9 +256,9 @@ pub struct EtcdConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// How often each member's status is read while the cluster is calm; the leader key's
-    /// watch stays on. Default 5s.
-    #[serde(default = "default_calm_interval", with = "humantime_serde")]
-    pub calm_interval: Duration,
+    /// watch stays on. Default 5s, or `interval` when that is longer.
+    #[serde(default, with = "humantime_serde")]
+    pub calm_interval: Option<Duration>,
     /// etcd user name, when authentication is on.
     pub username: Option<String>,
     /// Its password.
@@ -284,9 +287,10 @@ pub struct HaproxyConfig {
     /// Deadline of one stats request. Default 1s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// How often the stats are read while the cluster is calm. Default 5s.
-    #[serde(default = "default_calm_interval", with = "humantime_serde")]
-    pub calm_interval: Duration,
+    /// How often the stats are read while the cluster is calm. Default 5s, or `interval` when
+    /// that is longer.
+    #[serde(default, with = "humantime_serde")]
+    pub calm_interval: Option<Duration>,
     /// HTTP basic auth of the stats page.
     pub basic_auth: Option<BasicAuth>,
     /// Export every backend and server of the stats page, not only the primary and replicas
@@ -372,15 +376,6 @@ fn default_true() -> bool {
 }
 fn default_probe_interval() -> Duration {
     Duration::from_millis(50)
-}
-fn default_probe_calm_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_calm_write_interval() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_calm_interval() -> Duration {
-    Duration::from_secs(5)
 }
 fn default_calm_after() -> Duration {
     Duration::from_secs(30)
@@ -622,6 +617,35 @@ mod tests {
         assert_eq!((probes.polling.interval, probes.polling.calm), (Duration::from_millis(50), Duration::from_secs(1)));
         assert_eq!((probes.calm_write, plan.calm_after), (Duration::from_secs(60), Duration::from_secs(30)));
         assert_eq!(plan.patroni.polling.calm, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn long_intervals_from_before_the_calm_mode_stay_valid() {
+        let text = "clusters:\n  - scope: a\n    etcd: {endpoints: ['http://e:2379'], interval: 10s}\n    \
+            haproxy: [{stats_url: 'http://h:1/', whoami_url: 'http://h:2/'}]\n    vip: {whoami_url: 'http://v:2/', interval: 2s}\n    \
+            probes: {user: u, primary: 'h:1', interval: 2s, calm_interval: 90s}\n";
+        let plan = &Config::parse(text).unwrap().clusters[0];
+        let (etcd, vip, probes) =
+            (plan.etcd.as_ref().unwrap(), plan.vip.as_ref().unwrap(), plan.probes.as_ref().unwrap());
+        assert_eq!((etcd.polling.interval, etcd.polling.calm), (Duration::from_secs(10), Duration::from_secs(10)));
+        assert_eq!((vip.polling.interval, vip.polling.calm), (Duration::from_secs(2), Duration::from_secs(2)));
+        // A given calm interval longer than the commits' default carries them along.
+        assert_eq!((probes.polling.calm, probes.calm_write), (Duration::from_secs(90), Duration::from_secs(90)));
+        assert_eq!(plan.haproxy[0].polling.calm, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn calm_after_is_bounded() {
+        for after in ["0s", "500ms", "2h"] {
+            let text = format!(
+                "clusters:\n  - scope: a\n    calm_after: {after}\n    etcd: {{endpoints: ['http://e:2379']}}\n"
+            );
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.ends_with("`clusters[0].calm_after`: must be at least 1s and at most 1h"),
+                "{after} gave {err}"
+            );
+        }
     }
 
     #[test]

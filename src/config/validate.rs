@@ -21,6 +21,14 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest interval and timeout accepted: slower would not watch a failover at all.
 const MAX_INTERVAL: Duration = Duration::from_secs(600);
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Calm intervals when not given (or the `interval` when that is longer): the REST APIs, etcd
+/// and HAProxy's stats; the probes and whoami pages; the write probe's calm commits.
+const CALM_SOURCE: Duration = Duration::from_secs(5);
+const CALM_PROBE: Duration = Duration::from_secs(1);
+const CALM_WRITE: Duration = Duration::from_secs(60);
+/// Bounds of `calm_after`: a burst shorter than a second would end before its first rounds.
+const MIN_CALM_AFTER: Duration = Duration::from_secs(1);
+const MAX_CALM_AFTER: Duration = Duration::from_secs(3600);
 
 /// The configuration the program runs: one plan per cluster.
 #[derive(Debug, Clone)]
@@ -242,7 +250,7 @@ fn cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<ClusterPlan
         scope: c.scope.clone(),
         key_prefix: format!("{}/{}/", c.namespace.trim_end_matches('/'), c.scope),
         member_retention: c.member_retention,
-        calm_after: c.calm_after,
+        calm_after: calm_after(&at("calm_after"), c.calm_after)?,
         max_members: c.max_members,
         patroni: patroni(c, at)?,
         etcd: etcd(c, at)?,
@@ -310,7 +318,7 @@ fn patroni(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<PatroniPlan
     Ok(PatroniPlan {
         members,
         discovery_urls,
-        polling: polling(&at("patroni"), p.interval, p.timeout, p.calm_interval)?,
+        polling: polling(&at("patroni"), p.interval, p.timeout, calm(p.calm_interval, CALM_SOURCE, p.interval))?,
         auth: basic(&at("patroni.basic_auth.password"), &p.basic_auth)?,
         tls: https(&at("patroni.tls"), &p.tls)?,
     })
@@ -342,7 +350,7 @@ fn etcd(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<EtcdPla
     }
     Ok(Some(EtcdPlan {
         endpoints: e.endpoints.clone(),
-        polling: polling(&at("etcd"), e.interval, e.timeout, e.calm_interval)?,
+        polling: polling(&at("etcd"), e.interval, e.timeout, calm(e.calm_interval, CALM_SOURCE, e.interval))?,
         credentials,
         tls: e.tls.as_ref().map(|t| tls::plan(&at("etcd.tls"), t, Verify::Full, &[b"h2"])).transpose()?,
     }))
@@ -361,7 +369,12 @@ fn haproxy(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Vec<Haproxy
             stats_url: check_url(&hat("stats_url"), &h.stats_url)?,
             routes: Routes { primary_backend: h.primary_backend.clone(), replicas_backend: h.replicas_backend.clone() },
             all_backends: h.all_backends,
-            polling: polling(&at(&format!("haproxy[{j}]")), h.interval, h.timeout, h.calm_interval)?,
+            polling: polling(
+                &at(&format!("haproxy[{j}]")),
+                h.interval,
+                h.timeout,
+                calm(h.calm_interval, CALM_SOURCE, h.interval),
+            )?,
             auth: basic(&hat("basic_auth.password"), &h.basic_auth)?,
             tls: https(&hat("tls"), &h.tls)?,
         });
@@ -390,8 +403,14 @@ fn vip(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<VipPlan>
     Ok(Some(VipPlan {
         whoami_url: whoami_url(&at("vip.whoami_url"), &v.whoami_url)?,
         instances,
-        polling: polling(&at("vip"), v.interval, v.timeout, v.calm_interval)?,
+        polling: polling(&at("vip"), v.interval, v.timeout, calm(v.calm_interval, CALM_PROBE, v.interval))?,
     }))
+}
+
+/// A calm interval as given, else its default or the finer interval when that is longer (a
+/// setting from before the calm mode, say `interval: 10s`, stays valid).
+fn calm(given: Option<Duration>, default: Duration, finer: Duration) -> Duration {
+    given.unwrap_or(default.max(finer))
 }
 
 fn calm_write(field: &str, every: Duration, polling: &Polling) -> Result<Duration, ConfigError> {
@@ -424,7 +443,7 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
     if primary.is_none() && replicas.is_none() && !p.direct {
         return Err(invalid(at("probes"), "nothing to probe: set `primary`, `replicas` or `direct`"));
     }
-    let polling = polling(&at("probes"), p.interval, p.timeout, p.calm_interval)?;
+    let polling = polling(&at("probes"), p.interval, p.timeout, calm(p.calm_interval, CALM_PROBE, p.interval))?;
     let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !plain(&p.schema) {
         return Err(invalid(at("probes.schema"), "use lowercase letters, digits and `_` only"));
@@ -435,7 +454,11 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
         primary,
         replicas,
         direct: p.direct,
-        calm_write: calm_write(&at("probes.calm_write_interval"), p.calm_write_interval, &polling)?,
+        calm_write: calm_write(
+            &at("probes.calm_write_interval"),
+            calm(p.calm_write_interval, CALM_WRITE, polling.calm),
+            &polling,
+        )?,
         polling,
         schema: p.schema.clone(),
     }))
@@ -492,6 +515,13 @@ fn check_url(field: &str, url: &str) -> Result<reqwest::Url, ConfigError> {
         Ok(_) => Err(invalid(field, format!("`{url}` is not an http(s) URL with a host"))),
         Err(e) => Err(invalid(field, format!("`{url}`: {e}"))),
     }
+}
+
+fn calm_after(field: &str, after: Duration) -> Result<Duration, ConfigError> {
+    if !(MIN_CALM_AFTER..=MAX_CALM_AFTER).contains(&after) {
+        return Err(invalid(field, "must be at least 1s and at most 1h"));
+    }
+    Ok(after)
 }
 
 fn polling(at: &str, interval: Duration, timeout: Duration, calm: Duration) -> Result<Polling, ConfigError> {

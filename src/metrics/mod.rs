@@ -116,7 +116,8 @@ pub fn build(clusters: &[Arc<ClusterState>], now: Instant) -> Vec<Family> {
     for cluster in clusters {
         let data = cluster.read();
         let scope = cluster.scope();
-        sources::families(&mut f, scope, &cluster.plan.sources(), &data, now);
+        let sources: Vec<_> = cluster.plan.sources().into_iter().map(|s| (s, cluster.staleness_bound(s))).collect();
+        sources::families(&mut f, scope, &sources, &data, now);
         outcomes::families(&mut f, scope, &data, cluster.plan.direct_probes(), now);
         for (task, n) in cluster.task_restarts() {
             let labels = l(&[("scope", scope), ("task", task)]);

@@ -95,7 +95,7 @@ fn probe_families(f: &mut Families, scope: &str, data: &ClusterData, now: Instan
         if let Some(s) = probes.read_staleness_seconds {
             f.gauge(
                 "pgha_probe_read_staleness_seconds",
-                "Age of the newest probe write visible through the replicas port (includes up to one write interval).",
+                "How long the oldest write probe commit not yet visible through the replicas port has been acknowledged (0: all visible).",
                 l(&[("scope", scope)]),
                 s,
             );

@@ -1,7 +1,7 @@
 //! The families of what the sources said: each target's health, Patroni's members and
 //! cluster summary, etcd's members and quorum, HAProxy's backends and servers.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{l, Families};
 use crate::model::haproxy::{member_of, CheckResult, ServerStatus};
@@ -10,7 +10,8 @@ use crate::model::source::Source;
 use crate::model::vip::{Answer, VrrpState};
 use crate::state::ClusterData;
 
-pub fn families(f: &mut Families, scope: &str, sources: &[Source], data: &ClusterData, now: Instant) {
+/// `sources`: each source this cluster reads, with the age beyond which its readings are stale.
+pub fn families(f: &mut Families, scope: &str, sources: &[(Source, Duration)], data: &ClusterData, now: Instant) {
     health_families(f, scope, sources, data, now);
     patroni_families(f, scope, data);
     etcd_families(f, scope, data);
@@ -18,8 +19,8 @@ pub fn families(f: &mut Families, scope: &str, sources: &[Source], data: &Cluste
     vip_families(f, scope, data);
 }
 
-fn health_families(f: &mut Families, scope: &str, sources: &[Source], data: &ClusterData, now: Instant) {
-    for (source, (target, h)) in sources.iter().flat_map(|s| data.targets(*s).into_iter().map(move |t| (s, t))) {
+fn health_families(f: &mut Families, scope: &str, sources: &[(Source, Duration)], data: &ClusterData, now: Instant) {
+    for (source, (target, h)) in sources.iter().flat_map(|(s, _)| data.targets(*s).into_iter().map(move |t| (s, t))) {
         let labels = l(&[("scope", scope), ("source", source.as_str()), ("target", target)]);
         f.flag("pgha_source_up", "1 if the last call to this target succeeded.", labels.clone(), h.up);
         f.gauge(
@@ -34,16 +35,23 @@ fn health_families(f: &mut Families, scope: &str, sources: &[Source], data: &Clu
             f.counter("pgha_source_errors", "Failed calls to this target, by kind of failure.", labels, count);
         }
     }
-    for source in sources {
+    for (source, bound) in sources {
+        let labels = l(&[("scope", scope), ("source", source.as_str())]);
         // A source none of whose targets has answered a call yet has no snapshot, so no age.
         if let Some(age) = data.snapshot_age(*source, now) {
             f.gauge(
                 "pgha_source_snapshot_age_seconds",
                 "Time since this source last completed a round of polls.",
-                l(&[("scope", scope), ("source", source.as_str())]),
+                labels.clone(),
                 age.as_secs_f64(),
             );
         }
+        f.gauge(
+            "pgha_source_stale_after_seconds",
+            "Snapshot age beyond which this source's collection has stopped: two calm rounds with their timeouts, and 2 s.",
+            labels,
+            bound.as_secs_f64(),
+        );
     }
 }
 

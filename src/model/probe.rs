@@ -32,6 +32,17 @@ label_enum! {
     }
 }
 
+impl FailureReason {
+    /// A failure of the path itself (a closed, refused, silent or read-only server, a login
+    /// or handshake refused): the checks between commits would have seen it, so an outage it
+    /// starts dates from the last check that found the path serving. An error the server
+    /// returned to the statement (`Other`: a full disk, a revoked privilege) says nothing
+    /// about when commits began to fail: that outage dates from the last acknowledged commit.
+    pub fn is_path_failure(self) -> bool {
+        self != FailureReason::Other
+    }
+}
+
 /// An outage that ended: from the last success before a failure to the next success.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outage {
@@ -78,7 +89,8 @@ pub struct ProbeStats {
     /// When the current outage began; `None` when there is none.
     pub outage_since: Option<Instant>,
     /// The last moment the path was known to serve: the last success, or a later close of the
-    /// idle session by the server.
+    /// idle session by the server, or a later check that found it serving (see
+    /// [`FailureReason::is_path_failure`]).
     pub served_until: Option<Instant>,
     pub outages: u64,
     pub last_outage: Option<Duration>,
@@ -119,6 +131,11 @@ impl ProbeStats {
         let Attempt { started, finished, result } = *attempt;
         self.attempts += 1;
         self.latency.observe(finished.saturating_duration_since(started).as_secs_f64());
+        self.outcome(finished, result)
+    }
+
+    /// What an attempt's result at `finished` changes: up or not, the outage state.
+    fn outcome(&mut self, finished: Instant, result: Result<(), FailureReason>) -> Transition {
         match result {
             Ok(()) => {
                 self.up = true;
@@ -137,7 +154,8 @@ impl ProbeStats {
                 self.failures[reason.index()] += 1;
                 self.last_failure = Some(reason);
                 // Before a first success there is no known start: no outage is counted.
-                match (self.outage_since, self.served_until) {
+                let since = if reason.is_path_failure() { self.served_until } else { self.last_success };
+                match (self.outage_since, since) {
                     (None, Some(since)) => {
                         self.outage_since = Some(since);
                         Transition::OutageStarted { last_success: since, reason }
@@ -150,12 +168,14 @@ impl ProbeStats {
 
     /// A check that writes nothing found the path serving at `at` (the write probe between its
     /// commits while the cluster is calm): an attempt, and the outage a later failure starts
-    /// begins no earlier than this.
-    pub fn record_served(&mut self, at: Instant) {
+    /// begins no earlier than this. True when it moved that start.
+    pub fn record_served(&mut self, at: Instant) -> bool {
         self.attempts += 1;
-        if self.up && self.outage_since.is_none() {
-            self.served_until = self.served_until.max(Some(at));
+        let moves = self.up && self.outage_since.is_none() && self.served_until.is_none_or(|s| s < at);
+        if moves {
+            self.served_until = Some(at);
         }
+        moves
     }
 
     /// The server closed the probe's session at `at` while no attempt was running on it: the
@@ -164,7 +184,9 @@ impl ProbeStats {
         if self.up && self.outage_since.is_none() {
             self.served_until = self.served_until.max(Some(at));
         }
-        self.record(&Attempt { started: at, finished: at, result: Err(FailureReason::ClosedConnection) })
+        // An attempt that took no time: counted, but no latency sample.
+        self.attempts += 1;
+        self.outcome(at, Err(FailureReason::ClosedConnection))
     }
 
     /// Time into the current outage (zero when there is none).
@@ -286,6 +308,18 @@ mod tests {
         assert_eq!((s.last_success, s.attempts), (Some(at(2)), 4));
         s.record_served(at(4500));
         assert_eq!(s.outage_since, Some(at(2000)), "a check during an outage does not end or move it");
+    }
+
+    #[test]
+    fn a_statement_error_dates_the_outage_from_the_last_commit_not_the_last_check() {
+        let mut s = ProbeStats::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        s.record(&Attempt { started: at(0), finished: at(2), result: Ok(()) });
+        s.record_served(at(1000));
+        let started = s.record(&Attempt { started: at(1500), finished: at(1510), result: Err(FailureReason::Other) });
+        assert_eq!(started, Transition::OutageStarted { last_success: at(2), reason: FailureReason::Other });
+        assert_eq!(s.outage_since, Some(at(2)));
     }
 
     #[test]

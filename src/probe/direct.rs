@@ -14,8 +14,8 @@ use crate::model::probe::{DirectOutcome, FailureReason};
 use crate::state::ClusterState;
 use crate::tasks::{ticker, TaskSet};
 
-/// Every this many attempts a member's old direct rows are deleted...
-const PRUNE_EVERY_ATTEMPTS: u64 = 600;
+/// Every this many writes a member's old direct rows are deleted...
+const PRUNE_EVERY_WRITES: u64 = 600;
 /// ...keeping the rows of the last this many sequence numbers.
 const ROWS_KEPT: i64 = 1000;
 
@@ -36,9 +36,10 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
                 addr: addr.clone(),
                 seq: seq.clone(),
                 session: None,
-                attempts: 0,
+                writes: 0,
                 setup_error: None,
                 writable: false,
+                last_write: None,
             };
             probe.run()
         });
@@ -55,11 +56,14 @@ struct DirectProbe {
     addr: HostPort,
     seq: Arc<AtomicI64>,
     session: Option<Session>,
-    attempts: u64,
+    /// Writes attempted, for pruning.
+    writes: u64,
     /// The last setup failure, logged once when it appears and once when it clears.
     setup_error: Option<SetupError>,
     /// The last write on this member succeeded (and it was not in recovery since).
     writable: bool,
+    /// When the last write was attempted: while calm, one every `calm_write`.
+    last_write: Option<Instant>,
 }
 
 fn failed(reason: FailureReason, up: bool, in_recovery: Option<bool>) -> DirectOutcome {
@@ -87,8 +91,14 @@ impl DirectProbe {
         outcome
     }
 
+    /// While calm, a member found writable is written again only every `calm_write`: every
+    /// commit moves the WAL, and each Patroni member then rewrites its key in etcd.
+    fn write_due(&self, now: Instant) -> bool {
+        let stale = self.last_write.is_none_or(|t| now.saturating_duration_since(t) >= self.plan.calm_write);
+        !self.writable || stale || self.state.cadence.bursting(now)
+    }
+
     async fn probe_once(&mut self) -> DirectOutcome {
-        self.attempts += 1;
         let deadline = Deadline::after(self.plan.polling.timeout);
         if self.session.is_none() {
             match Session::connect(&self.plan.login, &self.plan.schema, &self.addr, &deadline).await {
@@ -96,7 +106,7 @@ impl DirectProbe {
                 Err(f) => return failed(f, false, None),
             }
         }
-        let session = self.session.as_mut().expect("connected above");
+        let session = self.session.as_ref().expect("connected above");
         let in_recovery = match session.in_recovery(&deadline).await {
             Ok(r) => r,
             Err(f) => {
@@ -107,11 +117,12 @@ impl DirectProbe {
         if in_recovery {
             return DirectOutcome { up: true, in_recovery: Some(true), writable: false, failure: None };
         }
-        // While calm, no write: every commit moves the WAL, and each Patroni member then
-        // rewrites its key in etcd. What the last write found stands.
-        if !self.state.cadence.bursting(Instant::now()) && self.writable {
+        let now = Instant::now();
+        if !self.write_due(now) {
             return DirectOutcome { up: true, in_recovery: Some(false), writable: true, failure: None };
         }
+        self.last_write = Some(now);
+        let session = self.session.as_mut().expect("connected above");
         let setup = session.ensure_table(&self.plan, &deadline).await.err();
         self.note_setup(setup.clone());
         if setup.is_some() {
@@ -119,9 +130,10 @@ impl DirectProbe {
         }
         let session = self.session.as_ref().expect("connected above");
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.writes += 1;
         match session.write_heartbeat(&self.probe_id, seq, &deadline).await {
             Ok(()) => {
-                if self.attempts % PRUNE_EVERY_ATTEMPTS == 0 {
+                if self.writes % PRUNE_EVERY_WRITES == 0 {
                     let _ = session.prune(&self.probe_id, seq - ROWS_KEPT, false, &deadline).await;
                 }
                 DirectOutcome { up: true, in_recovery: Some(false), writable: true, failure: None }

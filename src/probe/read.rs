@@ -1,9 +1,11 @@
-//! The read probe: the newest heartbeat row visible through HAProxy's replicas port. Its age is
-//! the replication delay as an application reading from replicas sees it (it includes up to one
-//! write-probe interval, since rows are written that often).
+//! The read probe: the newest heartbeat row visible through HAProxy's replicas port, against
+//! the write probe's acknowledged commits. Its staleness is how long the oldest acknowledged
+//! commit it does not see has been acknowledged: the replication delay as an application
+//! reading from replicas sees it, zero when it sees every commit, whatever the write rate
+//! (while calm the write probe commits once a minute).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use super::session::{closed, Deadline, Session};
 use crate::config::ProbePlan;
@@ -38,14 +40,14 @@ impl ReadProbe {
         }
     }
 
-    /// The newest row's timestamp, `None` when the probe has written nothing visible yet.
-    async fn read_once(&mut self) -> Result<Option<SystemTime>, FailureReason> {
+    /// The newest visible row's sequence number, `None` when none is visible yet.
+    async fn read_once(&mut self) -> Result<Option<i64>, FailureReason> {
         let deadline = Deadline::after(self.plan.polling.timeout);
         if self.session.is_none() {
             self.session = Some(Session::connect(&self.plan.login, &self.plan.schema, &self.addr, &deadline).await?);
         }
         let session = self.session.as_mut().expect("connected above");
-        session.newest_heartbeat(&self.probe_id, &deadline).await
+        session.newest_seq(&self.probe_id, &deadline).await
     }
 
     async fn attempt(&mut self) {
@@ -55,12 +57,14 @@ impl ReadProbe {
         if result.is_err() {
             self.session = None;
         }
-        let staleness = result
-            .as_ref()
-            .ok()
-            .copied()
-            .flatten()
-            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64());
+        // Without the write probe nothing writes the rows it looks for.
+        let staleness = match &result {
+            Ok(visible) if self.plan.primary.is_some() => {
+                let unseen = self.state.ledger().unseen_since(*visible);
+                Some(unseen.map_or(0.0, |t| finished.saturating_duration_since(t).as_secs_f64()))
+            }
+            _ => None,
+        };
         let attempt = Attempt { started, finished, result: result.map(|_| ()) };
         self.state.apply_probe(ProbeKind::Read, attempt, staleness);
     }

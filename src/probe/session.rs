@@ -293,18 +293,13 @@ impl Session {
         bounded(deadline, self.client.execute(&sql, &[&probe_id, &seq, &SystemTime::now()])).await.map(|_| ())
     }
 
-    /// When this probe id's newest visible row was written; `None` when none is visible yet.
-    pub async fn newest_heartbeat(
-        &mut self,
-        probe_id: &str,
-        deadline: &Deadline,
-    ) -> Result<Option<SystemTime>, FailureReason> {
+    /// The sequence number of this probe id's newest visible row; `None` when none is visible.
+    pub async fn newest_seq(&mut self, probe_id: &str, deadline: &Deadline) -> Result<Option<i64>, FailureReason> {
         // Prepared once per session: the read probe runs it every second.
         let statement = match &self.newest {
             Some(s) => s.clone(),
             None => {
-                let sql =
-                    format!("SELECT written_at FROM {} WHERE probe_id = $1 ORDER BY seq DESC LIMIT 1", self.table);
+                let sql = format!("SELECT seq FROM {} WHERE probe_id = $1 ORDER BY seq DESC LIMIT 1", self.table);
                 let s = bounded(deadline, self.client.prepare(&sql)).await?;
                 self.newest = Some(s.clone());
                 s
@@ -312,7 +307,7 @@ impl Session {
         };
         let rows = bounded(deadline, self.client.query(&statement, &[&probe_id])).await?;
         // A table made by hand with other column types is a failure, not a panic.
-        rows.first().map(|r| r.try_get::<_, SystemTime>(0).map_err(|_| FailureReason::Other)).transpose()
+        rows.first().map(|r| r.try_get::<_, i64>(0).map_err(|_| FailureReason::Other)).transpose()
     }
 
     /// Which of `seqs` this probe id still has.

@@ -24,6 +24,10 @@ const ACKED_AGE: Duration = Duration::from_secs(3600);
 /// How often the probe deletes its old rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// Most hedged attempts waiting at once (the default 1s deadline over the 50ms interval makes
+/// 20): each holds a session, and a hung server must not collect hundreds of them.
+const MAX_IN_FLIGHT: usize = 32;
+
 /// A write outage younger than this keeps the cluster's burst going, so its end is timed at
 /// the fine interval; an older one (HAProxy down for hours) is tried at the calm interval.
 const OUTAGE_BURST: Duration = Duration::from_secs(300);
@@ -37,28 +41,29 @@ pub struct WriteProbe {
     last_prune: Instant,
     /// The last commit attempted: while calm, the probe commits every `calm_write` only.
     last_commit: Option<Instant>,
+    /// The last setup error of the table, logged when it appears, not on every attempt.
+    setup_error: Option<SetupError>,
 }
+
+/// One write attempt's result, and the setup error that failed it if one did.
+type Written = (Result<(), FailureReason>, Option<SetupError>);
 
 /// One write on `session`, connecting (and setting the table up) first when there is none.
 async fn write_on(
-    scope: &str,
     session: &mut Option<Session>,
     plan: &ProbePlan,
     addr: &HostPort,
     probe_id: &str,
     seq: i64,
-) -> Result<(), FailureReason> {
+) -> Written {
     let deadline = Deadline::after(plan.polling.timeout);
     if session.is_none() {
-        let mut fresh = Session::connect(&plan.login, &plan.schema, addr, &deadline).await?;
+        let mut fresh = match Session::connect(&plan.login, &plan.schema, addr, &deadline).await {
+            Ok(s) => s,
+            Err(reason) => return (Err(reason), None),
+        };
         if let Err(e) = fresh.ensure_table(plan, &deadline).await {
-            // A missing privilege is worth an error; a setup that failed because the server is
-            // going away is just this attempt's failure.
-            match &e {
-                SetupError::NotAllowed { .. } => tracing::error!(scope, error = %e, "write probe setup"),
-                SetupError::Failed(_) => tracing::debug!(scope, error = %e, "write probe setup"),
-            }
-            return Err(FailureReason::Other);
+            return (Err(FailureReason::Other), Some(e));
         }
         *session = Some(fresh);
     }
@@ -68,13 +73,13 @@ async fn write_on(
         // closing server, a hung one, or HAProxy that routed us nowhere.
         *session = None;
     }
-    result
+    (result, None)
 }
 
 impl WriteProbe {
     pub fn new(state: Arc<ClusterState>, plan: ProbePlan, addr: HostPort, probe_id: String) -> Self {
         let last_prune = Instant::now();
-        Self { state, plan, addr, probe_id, session: None, last_prune, last_commit: None }
+        Self { state, plan, addr, probe_id, session: None, last_prune, last_commit: None, setup_error: None }
     }
 
     pub async fn run(mut self) {
@@ -89,8 +94,8 @@ impl WriteProbe {
             } else {
                 self.last_commit = Some(began);
                 let seq = self.next_seq();
-                let (scope, session) = (self.state.scope(), &mut self.session);
-                let result = write_on(scope, session, &self.plan, &self.addr, &self.probe_id, seq).await;
+                let (result, setup) = write_on(&mut self.session, &self.plan, &self.addr, &self.probe_id, seq).await;
+                self.note_setup(setup, result.is_ok());
                 self.settle(Attempt { started: began, finished: Instant::now(), result }, seq).await;
             }
             tokio::select! {
@@ -139,13 +144,15 @@ impl WriteProbe {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {
-                    let (plan, addr, id, seq) = (self.plan.clone(), self.addr.clone(), self.probe_id.clone(), self.next_seq());
-                    let scope = self.state.scope().to_string();
-                    waiting.spawn(async move {
-                        let (started, mut session) = (Instant::now(), None);
-                        let result = write_on(&scope, &mut session, &plan, &addr, &id, seq).await;
-                        (Attempt { started, finished: Instant::now(), result }, seq, session)
-                    });
+                    if waiting.len() < MAX_IN_FLIGHT {
+                        let (plan, addr, id) = (self.plan.clone(), self.addr.clone(), self.probe_id.clone());
+                        let seq = self.next_seq();
+                        waiting.spawn(async move {
+                            let (started, mut session) = (Instant::now(), None);
+                            let (result, setup) = write_on(&mut session, &plan, &addr, &id, seq).await;
+                            (Attempt { started, finished: Instant::now(), result }, seq, session, setup)
+                        });
+                    }
                     let now = Instant::now();
                     // Before a first success there is no outage to time: no burst for it.
                     let young = self.state.read().probes.write.as_ref()
@@ -155,7 +162,8 @@ impl WriteProbe {
                     }
                     next = now + self.state.cadence.interval(self.plan.polling.pace(), now);
                 }
-                Some(Ok((attempt, seq, session))) = waiting.join_next() => {
+                Some(Ok((attempt, seq, session, setup))) = waiting.join_next() => {
+                    self.note_setup(setup, attempt.result.is_ok());
                     if attempt.result.is_ok() {
                         self.session = session;
                     }
@@ -164,6 +172,25 @@ impl WriteProbe {
                     }
                 }
             }
+        }
+    }
+
+    /// Logs a setup error when it appears (a missing privilege as an error, a setup that failed
+    /// because the server is going away at debug level) and once when writes work again.
+    fn note_setup(&mut self, setup: Option<SetupError>, wrote: bool) {
+        let scope = self.state.scope();
+        match setup {
+            Some(e) if self.setup_error.as_ref() != Some(&e) => {
+                match &e {
+                    SetupError::NotAllowed { .. } => tracing::error!(scope, error = %e, "write probe setup"),
+                    SetupError::Failed(_) => tracing::debug!(scope, error = %e, "write probe setup"),
+                }
+                self.setup_error = Some(e);
+            }
+            None if wrote && self.setup_error.take().is_some() => {
+                tracing::info!(scope, "write probe setup works again")
+            }
+            _ => {}
         }
     }
 

@@ -3,7 +3,7 @@
 //! takes an idle session or opens a new one, and gives it back when it committed; so when
 //! writes work, one session does all, and during an outage no attempt held by a dead server or
 //! HAProxy's retries holds the others up. Its outage runs from the last acknowledged commit
-//! before a failure to the first one after, so the exporter's figures can be checked against it.
+//! before a failure to the next one, so the exporter's figures can be checked against it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,16 +114,20 @@ impl Writer {
         self.log.lock().unwrap().iter().filter(|a| a.finished >= t && a.ok).count()
     }
 
-    /// The first outage after `t`: from the last commit acknowledged before the first attempt
-    /// started after `t` that failed, to the first commit acknowledged after that attempt
-    /// started; `None` while it has not ended.
+    /// The outage after `t`: the longest gap between two consecutive acknowledged commits
+    /// (by when they were acknowledged) in which an attempt started after `t` failed; `None`
+    /// while an attempt that failed started after the last acknowledgement (not ended yet).
+    /// The longest, not the first: a commit begun before the fault may be acknowledged just
+    /// after an early failure, and the real outage follows it.
     pub fn outage_after(&self, t: Instant) -> Option<Duration> {
         let log = self.log.lock().unwrap();
-        let failed = log.iter().filter(|a| a.started >= t && !a.ok).map(|a| a.started).min()?;
-        let acked = || log.iter().filter(|a| a.ok).map(|a| a.finished);
-        let last_success = acked().filter(|f| *f <= failed).max()?;
-        let recovered = acked().filter(|f| *f > failed).min()?;
-        Some(recovered - last_success)
+        let failed: Vec<Instant> = log.iter().filter(|a| a.started >= t && !a.ok).map(|a| a.started).collect();
+        let mut acked: Vec<Instant> = log.iter().filter(|a| a.ok).map(|a| a.finished).collect();
+        acked.sort();
+        if failed.iter().any(|f| acked.last().is_none_or(|last| f >= last)) {
+            return None;
+        }
+        acked.windows(2).filter(|w| failed.iter().any(|f| (w[0]..w[1]).contains(f))).map(|w| w[1] - w[0]).max()
     }
 }
 
