@@ -14,30 +14,33 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn encode(families: &[Family]) -> String {
     let mut out = String::with_capacity(64 * 1024);
     for family in families.iter().filter(|f| !f.series.is_empty()) {
-        let (name, ty) = match family.kind {
-            MetricType::Counter => (format!("{}_total", family.name), "counter"),
-            MetricType::Info => (format!("{}_info", family.name), "gauge"),
-            MetricType::Histogram => (family.name.to_string(), "histogram"),
-            _ => (family.name.to_string(), "gauge"),
+        let (suffix, ty) = match family.kind {
+            MetricType::Counter => ("_total", "counter"),
+            MetricType::Info => ("_info", "gauge"),
+            MetricType::Histogram => ("", "histogram"),
+            _ => ("", "gauge"),
         };
-        let _ = writeln!(out, "# HELP {name} {}", escape(family.help, false));
-        let _ = writeln!(out, "# TYPE {name} {ty}");
+        let name = Name { family: family.name, suffix };
+        let _ = write!(out, "# HELP {name} ");
+        escape(&mut out, family.help, false);
+        let _ = writeln!(out, "\n# TYPE {name} {ty}");
         for (labels, value) in &family.series {
             match value {
-                Value::Gauge(v) | Value::FloatCounter(v) => sample(&mut out, &name, labels, None, *v),
-                Value::Counter(v) => sample(&mut out, &name, labels, None, *v as f64),
-                Value::Info => sample(&mut out, &name, labels, None, 1.0),
+                Value::Gauge(v) | Value::FloatCounter(v) => sample(&mut out, name, labels, None, *v),
+                Value::Counter(v) => sample(&mut out, name, labels, None, *v as f64),
+                Value::Info => sample(&mut out, name, labels, None, 1.0),
                 Value::Histogram { sum, count, buckets } => {
+                    let part = |suffix| Name { family: family.name, suffix };
                     let mut cumulative = 0;
                     for (le, n) in buckets {
                         cumulative += n;
-                        sample(&mut out, &format!("{name}_bucket"), labels, Some(*le), cumulative as f64);
+                        sample(&mut out, part("_bucket"), labels, Some(*le), cumulative as f64);
                     }
                     if buckets.last().is_none_or(|(le, _)| le.is_finite()) {
-                        sample(&mut out, &format!("{name}_bucket"), labels, Some(f64::INFINITY), *count as f64);
+                        sample(&mut out, part("_bucket"), labels, Some(f64::INFINITY), *count as f64);
                     }
-                    sample(&mut out, &format!("{name}_sum"), labels, None, *sum);
-                    sample(&mut out, &format!("{name}_count"), labels, None, *count as f64);
+                    sample(&mut out, part("_sum"), labels, None, *sum);
+                    sample(&mut out, part("_count"), labels, None, *count as f64);
                 }
             }
         }
@@ -45,32 +48,67 @@ pub fn encode(families: &[Family]) -> String {
     out
 }
 
-fn sample(out: &mut String, name: &str, labels: &Labels, le: Option<f64>, value: f64) {
-    out.push_str(name);
-    let mut pairs: Vec<(&str, String)> = labels.iter().map(|(k, v)| (*k, escape(v, true))).collect();
+/// A series name as written: the family's name and a suffix (`_total`, `_bucket`, ...). Written
+/// in place, like every part of a line: the body is rebuilt at each scrape, so nothing on the
+/// way allocates.
+#[derive(Clone, Copy)]
+struct Name {
+    family: &'static str,
+    suffix: &'static str,
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.family)?;
+        f.write_str(self.suffix)
+    }
+}
+
+fn sample(out: &mut String, name: Name, labels: &Labels, le: Option<f64>, value: f64) {
+    out.push_str(name.family);
+    out.push_str(name.suffix);
+    let mut sep = '{';
+    for (k, v) in labels {
+        out.push(sep);
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v, true);
+        out.push('"');
+        sep = ',';
+    }
     if let Some(le) = le {
-        pairs.push(("le", number(le)));
+        out.push(sep);
+        out.push_str("le=\"");
+        number(out, le);
+        out.push('"');
+        sep = ',';
     }
-    if !pairs.is_empty() {
-        let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        let _ = write!(out, "{{{}}}", inner.join(","));
+    if sep == ',' {
+        out.push('}');
     }
-    let _ = writeln!(out, " {}", number(value));
+    out.push(' ');
+    number(out, value);
+    out.push('\n');
 }
 
 /// Go's spelling of floats, which Prometheus parses: `+Inf`, `-Inf`, `NaN`.
-fn number(v: f64) -> String {
+fn number(out: &mut String, v: f64) {
     match v {
-        v if v.is_nan() => "NaN".into(),
-        v if v == f64::INFINITY => "+Inf".into(),
-        v if v == f64::NEG_INFINITY => "-Inf".into(),
-        v => format!("{v}"),
+        v if v.is_nan() => out.push_str("NaN"),
+        v if v == f64::INFINITY => out.push_str("+Inf"),
+        v if v == f64::NEG_INFINITY => out.push_str("-Inf"),
+        v => {
+            let _ = write!(out, "{v}");
+        }
     }
 }
 
 /// Escapes `\` and newlines (help texts), and `"` too in label values.
-fn escape(text: &str, quote: bool) -> String {
-    let mut out = String::with_capacity(text.len());
+fn escape(out: &mut String, text: &str, quote: bool) {
+    if !text.contains(['\\', '\n', '"']) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -79,7 +117,6 @@ fn escape(text: &str, quote: bool) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 #[cfg(test)]
