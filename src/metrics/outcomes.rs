@@ -35,7 +35,7 @@ fn probe_stats_families(f: &mut Families, scope: &str, probe: ProbeKind, p: &Pro
         let secs = t.duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         f.gauge(
             "pgha_probe_last_success_timestamp_seconds",
-            "Unix time of the probe's last success.",
+            "Unix time of the probe's last success (the write probe's: its last acknowledged commit).",
             labels.clone(),
             secs,
         );
