@@ -334,12 +334,18 @@ pub struct WriteLedger {
     pub check_owed: bool,
 }
 
+/// How far out of order hedged acknowledgements can come (at most 32 attempts wait at once).
+const ACK_REORDER: i64 = 64;
+
 impl WriteLedger {
     /// When the oldest acknowledged write newer than `visible` (the newest sequence number a
     /// reader sees) was acknowledged; `None` when the reader sees every acknowledged write.
+    /// The acknowledgements are in the order they came, which hedged attempts can mix: the
+    /// look back goes `ACK_REORDER` numbers below `visible`.
     pub fn unseen_since(&self, visible: Option<i64>) -> Option<Instant> {
         let visible = visible.unwrap_or(i64::MIN);
-        self.acked.iter().rev().take_while(|(seq, _)| *seq > visible).map(|(_, at)| *at).min()
+        let recent = |(seq, _): &&(i64, Instant)| *seq > visible.saturating_sub(ACK_REORDER);
+        self.acked.iter().rev().take_while(recent).filter(|(seq, _)| *seq > visible).map(|(_, at)| *at).min()
     }
 }
 
@@ -907,6 +913,7 @@ mod tests {
         assert_eq!(ledger.unseen_since(Some(13)), None, "sees them all");
         assert_eq!(ledger.unseen_since(Some(12)), Some(at(100)));
         assert_eq!(ledger.unseen_since(Some(10)), Some(at(50)));
+        assert_eq!(ledger.unseen_since(Some(11)), Some(at(50)), "12, acknowledged before 11, is unseen");
         assert_eq!(ledger.unseen_since(None), Some(at(0)), "sees none");
         assert_eq!(WriteLedger::default().unseen_since(None), None);
     }

@@ -407,10 +407,10 @@ fn vip(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<VipPlan>
     }))
 }
 
-/// A calm interval as given, else its default or the finer interval when that is longer (a
+/// A calm interval as given, else its default or the burst `interval` when that is longer (a
 /// setting from before the calm mode, say `interval: 10s`, stays valid).
-fn calm(given: Option<Duration>, default: Duration, finer: Duration) -> Duration {
-    given.unwrap_or(default.max(finer))
+fn calm(given: Option<Duration>, default: Duration, interval: Duration) -> Duration {
+    given.unwrap_or(default.max(interval))
 }
 
 fn calm_write(field: &str, every: Duration, polling: &Polling) -> Result<Duration, ConfigError> {

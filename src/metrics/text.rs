@@ -21,9 +21,13 @@ pub fn encode(families: &[Family]) -> String {
             _ => ("", "gauge"),
         };
         let name = Name { family: family.name, suffix };
-        let _ = write!(out, "# HELP {name} ");
+        out.push_str("# HELP ");
+        name.push(&mut out);
+        out.push(' ');
         escape(&mut out, family.help, false);
-        let _ = writeln!(out, "\n# TYPE {name} {ty}");
+        out.push_str("\n# TYPE ");
+        name.push(&mut out);
+        let _ = writeln!(out, " {ty}");
         for (labels, value) in &family.series {
             match value {
                 Value::Gauge(v) | Value::FloatCounter(v) => sample(&mut out, name, labels, None, *v),
@@ -57,16 +61,15 @@ struct Name {
     suffix: &'static str,
 }
 
-impl std::fmt::Display for Name {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.family)?;
-        f.write_str(self.suffix)
+impl Name {
+    fn push(self, out: &mut String) {
+        out.push_str(self.family);
+        out.push_str(self.suffix);
     }
 }
 
 fn sample(out: &mut String, name: Name, labels: &Labels, le: Option<f64>, value: f64) {
-    out.push_str(name.family);
-    out.push_str(name.suffix);
+    name.push(out);
     let mut sep = '{';
     for (k, v) in labels {
         out.push(sep);

@@ -57,11 +57,14 @@ impl ReadProbe {
         if result.is_err() {
             self.session = None;
         }
-        // Without the write probe nothing writes the rows it looks for.
+        // Without the write probe nothing writes the rows it looks for; before its first
+        // acknowledged commit (or an hour after its last) there is nothing to compare with.
         let staleness = match &result {
             Ok(visible) if self.plan.primary.is_some() => {
-                let unseen = self.state.ledger().unseen_since(*visible);
-                Some(unseen.map_or(0.0, |t| finished.saturating_duration_since(t).as_secs_f64()))
+                let ledger = self.state.ledger();
+                let unseen = ledger.unseen_since(*visible);
+                (!ledger.acked.is_empty())
+                    .then(|| unseen.map_or(0.0, |t| finished.saturating_duration_since(t).as_secs_f64()))
             }
             _ => None,
         };

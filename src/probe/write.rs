@@ -25,7 +25,8 @@ const ACKED_AGE: Duration = Duration::from_secs(3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Most hedged attempts waiting at once (the default 1s deadline over the 50ms interval makes
-/// 20): each holds a session, and a hung server must not collect hundreds of them.
+/// 20): each holds a session, and a hung server must not collect hundreds of them. At the cap
+/// the oldest is dropped for the new one, so a new attempt still starts every interval.
 const MAX_IN_FLIGHT: usize = 32;
 
 /// A write outage younger than this keeps the cluster's burst going, so its end is timed at
@@ -140,19 +141,23 @@ impl WriteProbe {
     async fn hedge(&mut self) {
         self.session = None;
         let mut waiting = tokio::task::JoinSet::new();
+        let mut oldest_first = std::collections::VecDeque::new();
         let mut next = Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {
-                    if waiting.len() < MAX_IN_FLIGHT {
-                        let (plan, addr, id) = (self.plan.clone(), self.addr.clone(), self.probe_id.clone());
-                        let seq = self.next_seq();
-                        waiting.spawn(async move {
-                            let (started, mut session) = (Instant::now(), None);
-                            let (result, setup) = write_on(&mut session, &plan, &addr, &id, seq).await;
-                            (Attempt { started, finished: Instant::now(), result }, seq, session, setup)
-                        });
+                    oldest_first.retain(|h: &tokio::task::AbortHandle| !h.is_finished());
+                    if oldest_first.len() >= MAX_IN_FLIGHT {
+                        if let Some(oldest) = oldest_first.pop_front() {
+                            oldest.abort();
+                        }
                     }
+                    let (plan, addr, id, seq) = (self.plan.clone(), self.addr.clone(), self.probe_id.clone(), self.next_seq());
+                    oldest_first.push_back(waiting.spawn(async move {
+                        let (started, mut session) = (Instant::now(), None);
+                        let (result, setup) = write_on(&mut session, &plan, &addr, &id, seq).await;
+                        (Attempt { started, finished: Instant::now(), result }, seq, session, setup)
+                    }));
                     let now = Instant::now();
                     // Before a first success there is no outage to time: no burst for it.
                     let young = self.state.read().probes.write.as_ref()
