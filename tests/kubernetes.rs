@@ -265,8 +265,10 @@ fn example_config() -> String {
     config["data"][CONFIG_KEY].as_str().unwrap_or_else(|| panic!("config.yaml: no data.{CONFIG_KEY}")).to_string()
 }
 
-fn example_config_file() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-example-config.yml");
+/// The example config written to a file of `test`'s own: tests run in parallel, and one writing
+/// the file while another reads it gave a half-written file (CI: "missing field `clusters`").
+fn example_config_file(test: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubernetes-example-config-{test}.yml"));
     std::fs::write(&path, example_config()).unwrap();
     path
 }
@@ -274,7 +276,7 @@ fn example_config_file() -> PathBuf {
 #[test]
 fn the_example_config_loads() {
     std::env::set_var("PGHA_PROBE_PASSWORD", "example");
-    let config = Config::load(&example_config_file()).unwrap_or_else(|e| panic!("config.yaml: {e}"));
+    let config = Config::load(&example_config_file("loads")).unwrap_or_else(|e| panic!("config.yaml: {e}"));
     let cluster = &config.clusters[0];
     assert_eq!((config.clusters.len(), cluster.scope.as_str()), (1, "demo"));
     assert_eq!(cluster.etcd.as_ref().map(|e| e.endpoints.len()), Some(3));
@@ -287,7 +289,7 @@ fn the_example_config_loads() {
 fn the_example_config_passes_check_config() {
     let out = Command::new(env!("CARGO_BIN_EXE_pgha-exporter"))
         .args(["check-config", "--config.file"])
-        .arg(example_config_file())
+        .arg(example_config_file("check"))
         .env("PGHA_PROBE_PASSWORD", "example")
         .output()
         .unwrap();
