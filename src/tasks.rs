@@ -78,6 +78,13 @@ pub fn ticker(every: Duration) -> tokio::time::Interval {
     t
 }
 
+/// How often a task set is kept in step with the state: every second during a burst, every
+/// five seconds while calm (a member discovered or forgotten is a sign of change: it wakes
+/// the set at once).
+pub fn reconcile_pace(fine: Duration) -> Pace {
+    Pace { fine: fine.min(Duration::from_secs(1)), calm: Duration::from_secs(5) }
+}
+
 /// A loop's two intervals: `fine` during a burst, `calm` otherwise (at least `fine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {

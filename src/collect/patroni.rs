@@ -16,7 +16,7 @@ use crate::model::patroni::{api_base, ClusterView, MemberStatus, PgState, Replic
 use crate::model::source::{ErrorKind, TargetError};
 use crate::model::text::bounded;
 use crate::state::ClusterState;
-use crate::tasks::{ticker, Pace, TaskSet};
+use crate::tasks::{Pace, TaskSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatroniError {
@@ -164,16 +164,16 @@ async fn poll_member(state: Arc<ClusterState>, http: HttpCaller, pace: Pace, nam
 }
 
 /// Keeps one polling task per known member (a member that moved to another address gets a new
-/// one), checking every fine interval (no call: it reads the state).
+/// one), checking as often as `reconcile_pace` says (no call: it reads the state).
 pub async fn supervise_members(state: Arc<ClusterState>, http: HttpCaller, pace: Pace) {
     let mut members = TaskSet::new(format!("{}: Patroni member", state.scope()));
-    let mut tick = ticker(pace.fine.max(std::time::Duration::from_secs(1)).min(pace.calm));
     loop {
-        tick.tick().await;
+        let began = Instant::now();
         let stopped = members.reconcile(state.member_targets(), |(name, api)| {
             poll_member(state.clone(), http.clone(), pace, name.clone(), api.clone())
         });
         state.note_restarts("patroni_member", stopped);
+        state.cadence.next_round(began, crate::tasks::reconcile_pace(pace.calm)).await;
     }
 }
 

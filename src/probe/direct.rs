@@ -12,7 +12,7 @@ use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{DirectOutcome, FailureReason};
 use crate::state::ClusterState;
-use crate::tasks::{ticker, TaskSet};
+use crate::tasks::{reconcile_pace, TaskSet};
 
 /// Every this many writes a member's old direct rows are deleted...
 const PRUNE_EVERY_WRITES: u64 = 600;
@@ -24,9 +24,8 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
     // One sequence for all members: a member's task that restarts never reuses a number.
     let seq = Arc::new(AtomicI64::new(0));
     let mut probes = TaskSet::new(format!("{}: direct probe", state.scope()));
-    let mut tick = ticker(plan.polling.calm.min(std::time::Duration::from_secs(1)));
     loop {
-        tick.tick().await;
+        let began = Instant::now();
         let stopped = probes.reconcile(state.postgres_targets(), |(member, addr)| {
             let probe = DirectProbe {
                 state: state.clone(),
@@ -44,6 +43,7 @@ pub async fn supervise(state: Arc<ClusterState>, plan: ProbePlan, probe_id: Stri
             probe.run()
         });
         state.note_restarts("direct_probe", stopped);
+        state.cadence.next_round(began, reconcile_pace(plan.polling.calm)).await;
     }
 }
 
