@@ -185,7 +185,8 @@ impl ClusterData {
         }
         let (mut dropped, mut discovered) = (0, self.members.values().filter(|m| !m.fixed).count());
         for f in found {
-            if !self.members.contains_key(&f.name) {
+            let known = self.members.contains_key(&f.name);
+            if !known {
                 if discovered >= max_members {
                     dropped += 1;
                     continue;
@@ -196,12 +197,18 @@ impl ClusterData {
                 logs.push(Log::Discovered { member: f.name.clone(), api_url: f.api_url.clone() });
                 Member::new(f.api_url.clone(), None, false, now)
             });
+            let before = (entry.api_url.clone(), entry.postgres.clone());
             // What the configuration says of a static member stays.
             if !entry.fixed {
                 entry.api_url = f.api_url;
             }
             if f.postgres.is_some() && !(entry.fixed && entry.postgres.is_some()) {
                 entry.postgres = f.postgres;
+            }
+            // A known member at a new address: its tasks are started again at once.
+            if known && before != (entry.api_url.clone(), entry.postgres.clone()) {
+                let (api_url, postgres) = (entry.api_url.clone(), entry.postgres.as_ref().map(|p| p.to_string()));
+                logs.push(Log::Moved { member: f.name.clone(), api_url, postgres });
             }
             entry.present = true;
             entry.last_seen = now;
@@ -283,11 +290,12 @@ enum Log {
     Event(Event),
     Discovered { member: String, api_url: String },
     Forgotten { member: String },
+    Moved { member: String, api_url: String, postgres: Option<String> },
     TooManyMembers { dropped: usize, max_members: usize },
 }
 
 impl Log {
-    /// Whatever changed (an event, a target failing or back, a member found or forgotten)
+    /// Whatever changed (an event, a target failing or back, a member found, moved or forgotten)
     /// starts a burst of fine-interval reading; only the warning about too many members does not.
     fn is_sign_of_change(&self) -> bool {
         !matches!(self, Log::TooManyMembers { .. })
@@ -310,6 +318,9 @@ fn emit(scope: &str, logs: Vec<Log>) {
             }
             Log::Discovered { member, api_url } => tracing::info!(scope = %scope, member, api_url, "member discovered"),
             Log::Forgotten { member } => tracing::info!(scope = %scope, member, "member forgotten after retention"),
+            Log::Moved { member, api_url, postgres } => {
+                tracing::info!(scope = %scope, member, api_url, postgres = postgres.as_deref().unwrap_or(""), "member address changed")
+            }
             Log::TooManyMembers { dropped, max_members } => {
                 tracing::warn!(scope = %scope,
                     dropped,
@@ -557,8 +568,13 @@ impl ClusterState {
     }
 
     /// A collection task stopped and was started again.
+    /// Counts tasks that stopped and are started again; that is a sign of change too (the
+    /// task sets check again within a second, not at their calm interval).
     pub fn note_restarts(&self, task: &'static str, n: usize) {
         *self.restarts.lock().unwrap_or_else(|p| p.into_inner()).entry(task).or_insert(0) += n as u64;
+        if n > 0 {
+            self.cadence.alarm();
+        }
     }
 
     pub fn task_restarts(&self) -> Vec<(&'static str, u64)> {
@@ -938,6 +954,24 @@ mod tests {
         s.apply_discovery(vec![found("a")], t0 + Duration::from_secs(61));
         assert!(!s.read().members.contains_key("b"), "b forgotten after retention");
         assert!(s.read().members.contains_key("a"));
+    }
+
+    #[test]
+    fn a_member_found_or_moved_raises_an_alarm_and_one_seen_again_at_its_address_does_not() {
+        let s = state(ETCD);
+        let t0 = Instant::now();
+        let alarms = || s.cadence.alarms_raised();
+        s.apply_discovery(vec![found("a")], t0);
+        assert_eq!(alarms(), 1, "discovered");
+        s.apply_discovery(vec![found("a")], t0);
+        assert_eq!(alarms(), 1, "the same address again");
+        let moved_pg = FoundMember { postgres: HostPort::parse("a:6432"), ..found("a") };
+        s.apply_discovery(vec![moved_pg.clone()], t0);
+        assert_eq!(alarms(), 2, "its PostgreSQL moved");
+        assert_eq!(s.postgres_targets(), vec![("a".to_string(), HostPort::parse("a:6432").unwrap())]);
+        s.apply_discovery(vec![FoundMember { api_url: "http://a2:8008".into(), ..moved_pg }], t0);
+        assert_eq!(alarms(), 3, "its Patroni API moved");
+        assert_eq!(s.member_targets(), vec![("a".to_string(), "http://a2:8008".to_string())]);
     }
 
     #[test]

@@ -78,11 +78,11 @@ pub fn ticker(every: Duration) -> tokio::time::Interval {
     t
 }
 
-/// How often a task set is kept in step with the state: every second during a burst, every
-/// five seconds while calm (a member discovered or forgotten is a sign of change: it wakes
-/// the set at once).
-pub fn reconcile_pace(fine: Duration) -> Pace {
-    Pace { fine: fine.min(Duration::from_secs(1)), calm: Duration::from_secs(5) }
+/// How often a task set is kept in step with the state: during a burst every second (or every
+/// `calm` of its loops, when shorter), every five seconds while calm (a member discovered,
+/// moved or forgotten is a sign of change: it wakes the set at once).
+pub fn reconcile_pace(calm: Duration) -> Pace {
+    Pace { fine: calm.min(Duration::from_secs(1)), calm: Duration::from_secs(5) }
 }
 
 /// A loop's two intervals: `fine` during a burst, `calm` otherwise (at least `fine`).
