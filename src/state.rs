@@ -197,16 +197,18 @@ impl ClusterData {
                 logs.push(Log::Discovered { member: f.name.clone(), api_url: f.api_url.clone() });
                 Member::new(f.api_url.clone(), None, false, now)
             });
-            let before = (entry.api_url.clone(), entry.postgres.clone());
             // What the configuration says of a static member stays.
-            if !entry.fixed {
+            let mut moved = false;
+            if !entry.fixed && entry.api_url != f.api_url {
                 entry.api_url = f.api_url;
+                moved = true;
             }
-            if f.postgres.is_some() && !(entry.fixed && entry.postgres.is_some()) {
+            if f.postgres.is_some() && !(entry.fixed && entry.postgres.is_some()) && entry.postgres != f.postgres {
                 entry.postgres = f.postgres;
+                moved = true;
             }
             // A known member at a new address: its tasks are started again at once.
-            if known && before != (entry.api_url.clone(), entry.postgres.clone()) {
+            if known && moved {
                 let (api_url, postgres) = (entry.api_url.clone(), entry.postgres.as_ref().map(|p| p.to_string()));
                 logs.push(Log::Moved { member: f.name.clone(), api_url, postgres });
             }
@@ -567,7 +569,6 @@ impl ClusterState {
         self.restarts.lock().unwrap_or_else(|p| p.into_inner()).entry(task).or_insert(0);
     }
 
-    /// A collection task stopped and was started again.
     /// Counts tasks that stopped and are started again; that is a sign of change too (the
     /// task sets check again within a second, not at their calm interval).
     pub fn note_restarts(&self, task: &'static str, n: usize) {
@@ -972,6 +973,16 @@ mod tests {
         s.apply_discovery(vec![FoundMember { api_url: "http://a2:8008".into(), ..moved_pg }], t0);
         assert_eq!(alarms(), 3, "its Patroni API moved");
         assert_eq!(s.member_targets(), vec![("a".to_string(), "http://a2:8008".to_string())]);
+    }
+
+    #[test]
+    fn a_task_started_again_raises_an_alarm_and_a_round_with_none_does_not() {
+        let s = state(ETCD);
+        s.note_restarts("direct_probe", 0);
+        assert_eq!(s.cadence.alarms_raised(), 0);
+        assert_eq!(s.task_restarts(), vec![("direct_probe", 0)], "counted from zero");
+        s.note_restarts("direct_probe", 2);
+        assert_eq!((s.cadence.alarms_raised(), s.task_restarts()), (1, vec![("direct_probe", 2)]));
     }
 
     #[test]
