@@ -617,6 +617,13 @@ impl ClusterState {
         self.read().members.iter().filter_map(|(n, m)| Some((n.clone(), m.postgres.clone()?))).collect()
     }
 
+    /// The write probe is up and its last commit through HAProxy, acknowledged at a moment
+    /// `recent` accepts, proves the primary takes writes.
+    pub fn write_probe_committed(&self, recent: impl Fn(Instant) -> bool) -> bool {
+        let data = self.read();
+        data.probes.write.as_ref().is_some_and(|w| w.up && w.last_success.is_some_and(recent))
+    }
+
     /// Whom to ask for `/cluster`: the primary when one answers, else any member that answers.
     pub fn view_source(&self) -> Option<String> {
         let data = self.read();
@@ -973,6 +980,23 @@ mod tests {
         s.apply_discovery(vec![FoundMember { api_url: "http://a2:8008".into(), ..moved_pg }], t0);
         assert_eq!(alarms(), 3, "its Patroni API moved");
         assert_eq!(s.member_targets(), vec![("a".to_string(), "http://a2:8008".to_string())]);
+    }
+
+    #[test]
+    fn only_an_acknowledged_commit_of_the_write_probe_that_is_up_spares_the_direct_commits() {
+        let s = state("clusters:\n  - scope: p\n    etcd: {endpoints: ['http://e:2379']}\n    probes: {user: u, primary: 'h:1'}\n");
+        let t0 = Instant::now();
+        let recent = |t: Instant| t >= t0;
+        let attempt = |ms: u64, result| Attempt { started: t0, finished: t0 + Duration::from_millis(ms), result };
+        assert!(!s.write_probe_committed(recent), "no commit yet");
+        s.apply_probe_served(ProbeKind::Write, t0);
+        assert!(!s.write_probe_committed(recent), "a check that writes nothing is no commit");
+        s.apply_probe(ProbeKind::Write, attempt(1, Ok(())), None);
+        assert!(s.write_probe_committed(recent));
+        assert!(!s.write_probe_committed(|t| t > t0 + Duration::from_millis(1)), "too old");
+        s.apply_probe(ProbeKind::Write, attempt(2, Err(FailureReason::Timeout)), None);
+        assert!(!s.write_probe_committed(recent), "failing since");
+        assert!(!state(ETCD).write_probe_committed(recent), "no write probe");
     }
 
     #[test]

@@ -130,8 +130,8 @@ pub struct ProbeConfig {
     /// While the cluster is calm, how often the write probe commits; its other calm attempts
     /// ask the primary through HAProxy whether it is in recovery, which writes nothing (every
     /// commit moves the WAL, and each Patroni member then rewrites its key in etcd at its next
-    /// loop). The direct probes commit as often. Default 60s, or `calm_interval` when that is
-    /// longer.
+    /// loop). The direct probes commit as often, and not at all while the write probe's
+    /// commits succeed. Default 60s, or `calm_interval` when that is longer.
     #[serde(default, with = "humantime_serde")]
     pub calm_write_interval: Option<Duration>,
     /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.

@@ -91,11 +91,14 @@ impl DirectProbe {
         outcome
     }
 
-    /// While calm, a member found writable is written again only every `calm_write`: every
-    /// commit moves the WAL, and each Patroni member then rewrites its key in etcd.
+    /// While calm, a member found writable is written again only every `calm_write`, and not
+    /// at all while the write probe's commits through HAProxy succeed: every commit moves the
+    /// WAL, and each Patroni member then rewrites its key in etcd. A burst (any sign of change,
+    /// the write probe failing among them) writes on every round.
     fn write_due(&self, now: Instant) -> bool {
-        let stale = self.last_write.is_none_or(|t| now.saturating_duration_since(t) >= self.plan.calm_write);
-        !self.writable || stale || self.state.cadence.bursting(now)
+        let within = |t: Instant| now.saturating_duration_since(t) < self.plan.calm_write;
+        let stale = !self.last_write.is_some_and(within);
+        !self.writable || self.state.cadence.bursting(now) || (stale && !self.state.write_probe_committed(within))
     }
 
     async fn probe_once(&mut self) -> DirectOutcome {
