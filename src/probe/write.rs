@@ -33,6 +33,42 @@ const MAX_IN_FLIGHT: usize = 32;
 /// the fine interval; an older one (HAProxy down for hours) is tried at the calm interval.
 const OUTAGE_BURST: Duration = Duration::from_secs(300);
 
+/// The hedged attempts still waiting, at most `cap`: one more started at the cap drops the
+/// oldest, so a new attempt still starts every interval and a hung server never holds more
+/// sessions than that.
+struct InFlight<T> {
+    tasks: tokio::task::JoinSet<T>,
+    oldest_first: std::collections::VecDeque<tokio::task::AbortHandle>,
+    cap: usize,
+}
+
+impl<T: Send + 'static> InFlight<T> {
+    fn new(cap: usize) -> Self {
+        Self { tasks: tokio::task::JoinSet::new(), oldest_first: Default::default(), cap }
+    }
+
+    fn start(&mut self, attempt: impl std::future::Future<Output = T> + Send + 'static) {
+        self.oldest_first.retain(|h| !h.is_finished());
+        if self.oldest_first.len() >= self.cap {
+            if let Some(oldest) = self.oldest_first.pop_front() {
+                oldest.abort();
+            }
+        }
+        self.oldest_first.push_back(self.tasks.spawn(attempt));
+    }
+
+    /// The next attempt to finish, the dropped ones skipped; `None` once none waits. Cancel
+    /// safe, as `JoinSet::join_next` is.
+    async fn next(&mut self) -> Option<T> {
+        loop {
+            match self.tasks.join_next().await? {
+                Ok(done) => return Some(done),
+                Err(_dropped) => continue,
+            }
+        }
+    }
+}
+
 pub struct WriteProbe {
     state: Arc<ClusterState>,
     plan: ProbePlan,
@@ -140,24 +176,17 @@ impl WriteProbe {
     /// waiting are dropped, and a commit never acknowledged is never counted.
     async fn hedge(&mut self) {
         self.session = None;
-        let mut waiting = tokio::task::JoinSet::new();
-        let mut oldest_first = std::collections::VecDeque::new();
+        let mut waiting = InFlight::new(MAX_IN_FLIGHT);
         let mut next = Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {
-                    oldest_first.retain(|h: &tokio::task::AbortHandle| !h.is_finished());
-                    if oldest_first.len() >= MAX_IN_FLIGHT {
-                        if let Some(oldest) = oldest_first.pop_front() {
-                            oldest.abort();
-                        }
-                    }
                     let (plan, addr, id, seq) = (self.plan.clone(), self.addr.clone(), self.probe_id.clone(), self.next_seq());
-                    oldest_first.push_back(waiting.spawn(async move {
+                    waiting.start(async move {
                         let (started, mut session) = (Instant::now(), None);
                         let (result, setup) = write_on(&mut session, &plan, &addr, &id, seq).await;
                         (Attempt { started, finished: Instant::now(), result }, seq, session, setup)
-                    }));
+                    });
                     let now = Instant::now();
                     // Before a first success there is no outage to time: no burst for it.
                     let young = self.state.read().probes.write.as_ref()
@@ -167,7 +196,7 @@ impl WriteProbe {
                     }
                     next = now + self.state.cadence.interval(self.plan.polling.pace(), now);
                 }
-                Some(Ok((attempt, seq, session, setup))) = waiting.join_next() => {
+                Some((attempt, seq, session, setup)) = waiting.next() => {
                     self.note_setup(setup, attempt.result.is_ok());
                     if attempt.result.is_ok() {
                         self.session = session;
@@ -278,5 +307,45 @@ impl WriteProbe {
         if let Err(reason) = session.prune(&self.probe_id, keep_from, true, &deadline).await {
             tracing::warn!(scope = %self.state.scope(), reason = reason.as_str(), "pruning probe rows failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_waiting_attempt_is_dropped_for_the_new_one() {
+        let mut waiting = InFlight::new(2);
+        let mut answers = Vec::new();
+        for n in 0..3 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            answers.push(tx);
+            waiting.start(async move { rx.await.map(|()| n) });
+        }
+        for tx in answers {
+            let _ = tx.send(());
+        }
+        let mut done = Vec::new();
+        while let Some(n) = tokio::time::timeout(Duration::from_secs(5), waiting.next()).await.expect("bounded") {
+            done.push(n.expect("answered, not dropped"));
+        }
+        done.sort();
+        assert_eq!(done, vec![1, 2], "the oldest was dropped, the two newest answered");
+    }
+
+    #[tokio::test]
+    async fn attempts_that_finished_do_not_count_against_the_cap() {
+        let mut waiting = InFlight::new(2);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        waiting.start(async move { rx.await.map(|()| 1).unwrap_or(-1) });
+        waiting.start(async { 2 });
+        assert_eq!(waiting.next().await, Some(2));
+        waiting.start(async { 3 });
+        let _ = tx.send(());
+        let mut done = vec![waiting.next().await, waiting.next().await];
+        done.sort();
+        assert_eq!(done, vec![Some(1), Some(3)], "the first still waited: only one was waiting when 3 started");
+        assert_eq!(waiting.next().await, None);
     }
 }
