@@ -617,11 +617,14 @@ impl ClusterState {
         self.read().members.iter().filter_map(|(n, m)| Some((n.clone(), m.postgres.clone()?))).collect()
     }
 
-    /// The write probe is up and its last commit through HAProxy, acknowledged at a moment
-    /// `recent` accepts, proves the primary takes writes.
-    pub fn write_probe_committed(&self, recent: impl Fn(Instant) -> bool) -> bool {
+    /// When the write probe's last commit through HAProxy was acknowledged, while it is up and
+    /// no member but `member` is found writable by the direct probes: that commit landed on
+    /// `member`. `None` when the probe is down, has not committed, or another member is
+    /// writable too (two primaries: each must be written on its own).
+    pub fn routed_commit(&self, member: &str) -> Option<Instant> {
         let data = self.read();
-        data.probes.write.as_ref().is_some_and(|w| w.up && w.last_success.is_some_and(recent))
+        let alone = data.probes.direct.iter().all(|(m, d)| m == member || d.in_recovery != Some(false));
+        data.probes.write.as_ref().filter(|w| w.up && alone).and_then(|w| w.last_success)
     }
 
     /// Whom to ask for `/cluster`: the primary when one answers, else any member that answers.
@@ -983,20 +986,31 @@ mod tests {
     }
 
     #[test]
-    fn only_an_acknowledged_commit_of_the_write_probe_that_is_up_spares_the_direct_commits() {
+    fn only_an_acknowledged_commit_of_the_write_probe_that_is_up_and_alone_is_a_routed_commit() {
         let s = state("clusters:\n  - scope: p\n    etcd: {endpoints: ['http://e:2379']}\n    probes: {user: u, primary: 'h:1'}\n");
         let t0 = Instant::now();
-        let recent = |t: Instant| t >= t0;
         let attempt = |ms: u64, result| Attempt { started: t0, finished: t0 + Duration::from_millis(ms), result };
-        assert!(!s.write_probe_committed(recent), "no commit yet");
+        let direct = |in_recovery| DirectOutcome {
+            up: true,
+            in_recovery: Some(in_recovery),
+            writable: !in_recovery,
+            failure: None,
+        };
+        s.apply_discovery(vec![found("a"), found("b")], t0);
+        let (a, b) = (HostPort::parse("a:5432").unwrap(), HostPort::parse("b:5432").unwrap());
+        assert_eq!(s.routed_commit("a"), None, "no commit yet");
         s.apply_probe_served(ProbeKind::Write, t0);
-        assert!(!s.write_probe_committed(recent), "a check that writes nothing is no commit");
+        assert_eq!(s.routed_commit("a"), None, "a check that writes nothing is no commit");
         s.apply_probe(ProbeKind::Write, attempt(1, Ok(())), None);
-        assert!(s.write_probe_committed(recent));
-        assert!(!s.write_probe_committed(|t| t > t0 + Duration::from_millis(1)), "too old");
+        s.apply_direct("a", &a, direct(false), t0);
+        s.apply_direct("b", &b, direct(true), t0);
+        assert_eq!(s.routed_commit("a"), Some(t0 + Duration::from_millis(1)));
+        s.apply_direct("b", &b, direct(false), t0);
+        assert_eq!((s.routed_commit("a"), s.routed_commit("b")), (None, None), "two writable members");
+        s.apply_direct("b", &b, direct(true), t0);
         s.apply_probe(ProbeKind::Write, attempt(2, Err(FailureReason::Timeout)), None);
-        assert!(!s.write_probe_committed(recent), "failing since");
-        assert!(!state(ETCD).write_probe_committed(recent), "no write probe");
+        assert_eq!(s.routed_commit("a"), None, "failing since");
+        assert_eq!(state(ETCD).routed_commit("a"), None, "no write probe");
     }
 
     #[test]

@@ -200,7 +200,8 @@ impl ProbeStats {
 pub struct DirectOutcome {
     pub up: bool,
     pub in_recovery: Option<bool>,
-    /// A write to the probe table succeeded (only tried when not in recovery).
+    /// A write to the probe table succeeded (only tried when not in recovery), or, while calm
+    /// between writes, the member is still not in recovery since the last one that did.
     pub writable: bool,
     pub failure: Option<FailureReason>,
 }

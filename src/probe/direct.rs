@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::session::{closed, Deadline, Session, SetupError};
 use crate::config::ProbePlan;
@@ -62,8 +62,32 @@ struct DirectProbe {
     setup_error: Option<SetupError>,
     /// The last write on this member succeeded (and it was not in recovery since).
     writable: bool,
-    /// When the last write was attempted: while calm, one every `calm_write`.
+    /// When the last write was attempted: while calm, at most one every `calm_write`.
     last_write: Option<Instant>,
+}
+
+/// What [`write_due`] weighs for one round on a member not in recovery.
+struct WriteCheck {
+    /// The last write on this member succeeded.
+    writable: bool,
+    bursting: bool,
+    /// Since this member's last write attempt; `None` before the first.
+    since_write: Option<Duration>,
+    /// Since the write probe's last acknowledged commit through HAProxy, while it is up and
+    /// this member is the only one found writable; `None` otherwise.
+    since_routed_commit: Option<Duration>,
+}
+
+/// While calm, a member found writable is written again only every `calm_write`, and not at
+/// all while the write probe's commits through HAProxy succeed and no other member is found
+/// writable (a second primary is written as before): every commit moves the WAL, and each
+/// Patroni member then rewrites its key in etcd. A burst (any sign of change, the write probe
+/// failing among them) writes on every round. `slack` covers the write probe's own rounds
+/// (its commits land up to a calm interval and a deadline after `calm_write`).
+fn write_due(c: &WriteCheck, calm_write: Duration, slack: Duration) -> bool {
+    let stale = c.since_write.is_none_or(|d| d >= calm_write);
+    let routed = c.since_routed_commit.is_some_and(|d| d < calm_write + slack);
+    !c.writable || c.bursting || (stale && !routed)
 }
 
 fn failed(reason: FailureReason, up: bool, in_recovery: Option<bool>) -> DirectOutcome {
@@ -91,14 +115,14 @@ impl DirectProbe {
         outcome
     }
 
-    /// While calm, a member found writable is written again only every `calm_write`, and not
-    /// at all while the write probe's commits through HAProxy succeed: every commit moves the
-    /// WAL, and each Patroni member then rewrites its key in etcd. A burst (any sign of change,
-    /// the write probe failing among them) writes on every round.
     fn write_due(&self, now: Instant) -> bool {
-        let within = |t: Instant| now.saturating_duration_since(t) < self.plan.calm_write;
-        let stale = !self.last_write.is_some_and(within);
-        !self.writable || self.state.cadence.bursting(now) || (stale && !self.state.write_probe_committed(within))
+        let check = WriteCheck {
+            writable: self.writable,
+            bursting: self.state.cadence.bursting(now),
+            since_write: self.last_write.map(|t| now.saturating_duration_since(t)),
+            since_routed_commit: self.state.routed_commit(&self.member).map(|t| now.saturating_duration_since(t)),
+        };
+        write_due(&check, self.plan.calm_write, self.plan.polling.calm + self.plan.polling.timeout)
     }
 
     async fn probe_once(&mut self) -> DirectOutcome {
@@ -158,5 +182,47 @@ impl DirectProbe {
             None => tracing::info!(scope = %scope, member = %self.member, "direct probe setup works again"),
         }
         self.setup_error = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALM_WRITE: Duration = Duration::from_secs(60);
+    const SLACK: Duration = Duration::from_secs(2);
+
+    fn calm(since_write: Option<u64>, since_routed_commit: Option<u64>) -> WriteCheck {
+        let secs = |s: Option<u64>| s.map(Duration::from_secs);
+        WriteCheck {
+            writable: true,
+            bursting: false,
+            since_write: secs(since_write),
+            since_routed_commit: secs(since_routed_commit),
+        }
+    }
+
+    #[test]
+    fn a_member_not_yet_found_writable_or_in_a_burst_is_written_every_round() {
+        assert!(write_due(&WriteCheck { writable: false, ..calm(Some(0), Some(0)) }, CALM_WRITE, SLACK));
+        assert!(write_due(&WriteCheck { bursting: true, ..calm(Some(0), Some(0)) }, CALM_WRITE, SLACK));
+        assert!(!write_due(&calm(Some(0), Some(0)), CALM_WRITE, SLACK));
+    }
+
+    #[test]
+    fn while_calm_a_recent_commit_through_haproxy_spares_the_direct_write_until_it_is_too_old() {
+        assert!(!write_due(&calm(None, Some(10)), CALM_WRITE, SLACK), "never written, but routed commits succeed");
+        assert!(
+            !write_due(&calm(Some(600), Some(61)), CALM_WRITE, SLACK),
+            "within the slack of the write probe's round"
+        );
+        assert!(write_due(&calm(Some(600), Some(62)), CALM_WRITE, SLACK), "the write probe's commits stopped");
+    }
+
+    #[test]
+    fn without_routed_commits_a_writable_member_is_written_every_calm_write() {
+        assert!(write_due(&calm(None, None), CALM_WRITE, SLACK));
+        assert!(!write_due(&calm(Some(59), None), CALM_WRITE, SLACK));
+        assert!(write_due(&calm(Some(60), None), CALM_WRITE, SLACK));
     }
 }

@@ -57,13 +57,14 @@ impl<T: Send + 'static> InFlight<T> {
         self.oldest_first.push_back(self.tasks.spawn(attempt));
     }
 
-    /// The next attempt to finish, the dropped ones skipped; `None` once none waits. Cancel
-    /// safe, as `JoinSet::join_next` is.
+    /// The next attempt to finish, the dropped ones skipped (and one that panicked, logged);
+    /// `None` once none waits. Cancel safe, as `JoinSet::join_next` is.
     async fn next(&mut self) -> Option<T> {
         loop {
             match self.tasks.join_next().await? {
                 Ok(done) => return Some(done),
-                Err(_dropped) => continue,
+                Err(e) if e.is_panic() => tracing::error!(error = %e, "a hedged write attempt panicked"),
+                Err(_dropped) => {}
             }
         }
     }
@@ -314,6 +315,10 @@ impl WriteProbe {
 mod tests {
     use super::*;
 
+    async fn next<T: Send + 'static>(waiting: &mut InFlight<T>) -> Option<T> {
+        tokio::time::timeout(Duration::from_secs(5), waiting.next()).await.expect("bounded")
+    }
+
     #[tokio::test]
     async fn at_the_cap_the_oldest_waiting_attempt_is_dropped_for_the_new_one() {
         let mut waiting = InFlight::new(2);
@@ -327,7 +332,7 @@ mod tests {
             let _ = tx.send(());
         }
         let mut done = Vec::new();
-        while let Some(n) = tokio::time::timeout(Duration::from_secs(5), waiting.next()).await.expect("bounded") {
+        while let Some(n) = next(&mut waiting).await {
             done.push(n.expect("answered, not dropped"));
         }
         done.sort();
@@ -340,12 +345,12 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         waiting.start(async move { rx.await.map(|()| 1).unwrap_or(-1) });
         waiting.start(async { 2 });
-        assert_eq!(waiting.next().await, Some(2));
+        assert_eq!(next(&mut waiting).await, Some(2));
         waiting.start(async { 3 });
         let _ = tx.send(());
-        let mut done = vec![waiting.next().await, waiting.next().await];
+        let mut done = vec![next(&mut waiting).await, next(&mut waiting).await];
         done.sort();
         assert_eq!(done, vec![Some(1), Some(3)], "the first still waited: only one was waiting when 3 started");
-        assert_eq!(waiting.next().await, None);
+        assert_eq!(next(&mut waiting).await, None);
     }
 }
