@@ -131,7 +131,8 @@ pub struct ProbeConfig {
     /// ask the primary through HAProxy whether it is in recovery, which writes nothing (every
     /// commit moves the WAL, and each Patroni member then rewrites its key in etcd at its next
     /// loop). The direct probes commit as often, and not at all while the write probe's
-    /// commits succeed. Default 60s, or `calm_interval` when that is longer.
+    /// commits succeed and only one member is writable. Default 60s, or `calm_interval` when
+    /// that is longer.
     #[serde(default, with = "humantime_serde")]
     pub calm_write_interval: Option<Duration>,
     /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.
