@@ -112,6 +112,15 @@ impl StepTimes {
         }
     }
 
+    /// An earlier step proves the later one had not happened before it.
+    fn lift(&mut self, later: Step, earlier: Step) {
+        if let (Some(l), Some(e)) = (self[later], self[earlier]) {
+            if l < e {
+                self[later] = Some(e);
+            }
+        }
+    }
+
     /// Seconds of each phase whose end was seen, from the closest earlier step seen.
     pub fn phases(&self) -> Vec<(Phase, f64)> {
         Phase::ALL
@@ -429,6 +438,10 @@ impl Tracker {
 
     fn close(&mut self, p: Pending) -> Failover {
         let mut steps = p.steps;
+        // A write the old leader acknowledged after a source saw it go (the direct probe's
+        // session closed first while a commit through HAProxy was still being answered): the
+        // leader was not lost before its last acknowledged write.
+        steps.lift(Step::OldLeaderLost, Step::LastWriteOk);
         steps.bound(Step::HaproxyRouted, Step::FirstWriteOk);
         steps.bound(Step::NewPrimaryWritable, Step::FirstWriteOk);
         steps.bound(Step::NewPrimaryWritable, Step::HaproxyRouted);
@@ -631,6 +644,26 @@ mod tests {
         assert!(f.step_at[Step::HaproxyRouted].unwrap() <= f.step_at[Step::FirstWriteOk].unwrap());
         let order: Vec<Instant> = f.step_at.seen().map(|(_, at)| at).collect();
         assert!(order.windows(2).all(|w| w[0] <= w[1]), "steps in time order");
+    }
+
+    #[test]
+    fn the_old_leader_is_not_lost_before_its_last_acknowledged_write() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new("s", sees_all());
+        known(&mut t, "a");
+        // The direct probe's session closed 8 ms before a commit through HAProxy was answered.
+        t.apply(&pg_down("a"), at(t0, 0));
+        t.apply(&outage_started(), at(t0, 8));
+        t.apply(&released("a"), at(t0, 100));
+        t.apply(&acquired("b"), at(t0, 200));
+        t.apply(&writable("b"), at(t0, 250));
+        t.apply(&routed("b"), at(t0, 280));
+        t.apply(&outage_ended(at(t0, 8), at(t0, 300), Some(0)), at(t0, 300));
+        let f = t.last.expect("closed");
+        assert_eq!(f.step_at[Step::OldLeaderLost], Some(at(t0, 8)));
+        let order: Vec<Instant> = f.step_at.seen().map(|(_, at)| at).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "steps in time order: {:?}", f.steps);
+        assert_eq!(f.phases.first().map(|(p, s)| (*p, *s)), Some((Phase::Detection, 0.0)));
     }
 
     #[test]
