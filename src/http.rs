@@ -356,11 +356,11 @@ mod tests {
         assert_eq!(get_text(app.clone(), "/-/ready").await.0, StatusCode::OK, "a refused call is a finished one");
         assert_eq!(get_text(app.clone(), "/-/healthy").await.0, StatusCode::OK);
         let mut old = crate::testing::refused();
-        old.at -= std::time::Duration::from_secs(30);
+        old.at -= std::time::Duration::from_secs(40);
         cluster.apply_member("m", "http://m:1", old);
         let (status, why, _) = get_text(app.clone(), "/-/healthy").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a member polled 30 s ago: its loop stopped");
-        assert!(why.starts_with("stale readings: demo<x>/patroni 30.0s old (bound 14.0s)"), "{why}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a member polled 40 s ago: its loop stopped");
+        assert!(why.starts_with("stale readings: demo<x>/patroni 40.0s old (bound 24.0s)"), "{why}");
         cluster.apply_member("m", "http://m:1", crate::testing::refused());
         let (_, page, _) = get_text(app.clone(), "/").await;
         assert!(page.contains("demo&lt;x&gt;"), "scope is escaped: {page}");

@@ -949,8 +949,8 @@ mod tests {
     fn staleness_bounds_allow_two_calm_rounds() {
         let yaml = "clusters:\n  - scope: s\n    patroni: {members: [{name: m, api_url: 'http://m:1'}]}\n    haproxy: [{stats_url: 'http://h:1/'}]\n";
         let state = ClusterState::new(crate::config::Config::parse(yaml).unwrap().clusters.remove(0), None);
-        // Patroni and HAProxy: calm 5 s + timeout 1 s, twice, and 2 s.
-        assert_eq!(state.staleness_bound(Source::Patroni), Duration::from_secs(14));
+        // Patroni: calm 10 s + timeout 1 s, twice, and 2 s; HAProxy: calm 5 s.
+        assert_eq!(state.staleness_bound(Source::Patroni), Duration::from_secs(24));
         assert_eq!(state.staleness_bound(Source::Haproxy), Duration::from_secs(14));
     }
 

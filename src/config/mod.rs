@@ -211,7 +211,7 @@ pub struct PatroniConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// How often each member's own `GET /patroni` (and discovery's `/cluster`) is read while
-    /// the cluster is calm. Default 5s, or `interval` when that is longer.
+    /// the cluster is calm. Default 10s, or `interval` when that is longer.
     #[serde(default, with = "humantime_serde")]
     pub calm_interval: Option<Duration>,
     /// HTTP basic auth for the REST API, if it requires it.
@@ -455,7 +455,7 @@ mod tests {
             Polling {
                 interval: Duration::from_millis(200),
                 timeout: Duration::from_secs(1),
-                calm: Duration::from_secs(5)
+                calm: Duration::from_secs(10)
             }
         );
         assert_eq!(cl.etcd.as_ref().unwrap().polling.interval, Duration::from_millis(200));
@@ -617,7 +617,7 @@ mod tests {
         let probes = plan.probes.as_ref().unwrap();
         assert_eq!((probes.polling.interval, probes.polling.calm), (Duration::from_millis(50), Duration::from_secs(1)));
         assert_eq!((probes.calm_write, plan.calm_after), (Duration::from_secs(60), Duration::from_secs(30)));
-        assert_eq!(plan.patroni.polling.calm, Duration::from_secs(5));
+        assert_eq!(plan.patroni.polling.calm, Duration::from_secs(10));
     }
 
     #[test]
