@@ -844,6 +844,16 @@ impl ClusterState {
         })
     }
 
+    /// The probe's idle session was lost: closed at `since`, or a ping sent at `since` still
+    /// unanswered at `at` (its `reason`, a timeout for a frozen server).
+    pub fn apply_probe_lost(&self, probe: ProbeKind, since: Instant, reason: FailureReason, at: Instant) {
+        if reason == FailureReason::ClosedConnection {
+            self.apply_probe_close(probe, since);
+        } else {
+            self.apply_probe(probe, Attempt { started: since, finished: at, result: Err(reason) }, None);
+        }
+    }
+
     /// A write outage ended and the loss check gave `lost` (`None`: it could not run yet).
     pub fn apply_write_recovered(&self, outage: Outage, lost: Option<Vec<i64>>) {
         self.update(|d, logs| {

@@ -135,6 +135,13 @@ pub struct ProbeConfig {
     /// that is longer.
     #[serde(default, with = "humantime_serde")]
     pub calm_write_interval: Option<Duration>,
+    /// How often a probe's open session (the write probe's through HAProxy, each direct
+    /// probe's) is sent an empty query between attempts, answered within `timeout`. A frozen
+    /// server, or a path that silently drops packets, closes nothing: without the pings it would
+    /// be found only at the next attempt, up to a calm interval later. Each ping costs the
+    /// server about 17 µs of CPU. Default 200ms; at `calm_interval` or longer, no pings.
+    #[serde(default = "default_ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
     /// The probe's own schema; it holds one table, `heartbeat`. Default `pgha_probe`.
     #[serde(default = "default_probe_schema")]
     pub schema: String,
@@ -377,6 +384,9 @@ fn default_true() -> bool {
 }
 fn default_probe_interval() -> Duration {
     Duration::from_millis(50)
+}
+fn default_ping_interval() -> Duration {
+    Duration::from_millis(200)
 }
 fn default_calm_after() -> Duration {
     Duration::from_secs(30)
@@ -633,6 +643,26 @@ mod tests {
         // A given calm interval longer than the commits' default carries them along.
         assert_eq!((probes.polling.calm, probes.calm_write), (Duration::from_secs(90), Duration::from_secs(90)));
         assert_eq!(plan.haproxy[0].polling.calm, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn pings_run_between_calm_attempts_only_when_shorter_than_them() {
+        let probes = |extra: &str| {
+            let text = format!(
+                "clusters:\n  - scope: a\n    etcd: {{endpoints: ['http://e:2379']}}\n    probes: {{user: u, primary: 'h:1'{extra}}}\n"
+            );
+            Config::parse(&text).map(|c| c.clusters[0].probes.clone().unwrap().ping)
+        };
+        assert_eq!(probes("").unwrap(), Some(Duration::from_millis(200)));
+        assert_eq!(probes(", ping_interval: 1s").unwrap(), None, "the calm attempts come first");
+        assert_eq!(probes(", calm_interval: 5s, ping_interval: 1s").unwrap(), Some(Duration::from_secs(1)));
+        for bad in ["10ms", "11m"] {
+            let err = probes(&format!(", ping_interval: {bad}")).unwrap_err().to_string();
+            assert!(
+                err.ends_with("`clusters[0].probes.ping_interval`: must be at least 50ms and at most 10m"),
+                "{bad} gave {err}"
+            );
+        }
     }
 
     #[test]

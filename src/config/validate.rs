@@ -181,6 +181,9 @@ pub struct ProbePlan {
     pub polling: Polling,
     /// While calm, time between the write probe's commits (at least `polling.calm`).
     pub calm_write: Duration,
+    /// Time between pings of an idle session; `None` when it is not shorter than `polling.calm`
+    /// (the attempts come first).
+    pub ping: Option<Duration>,
     /// The probe's own schema (lowercase letters, digits and `_`: safe to put in SQL).
     pub schema: String,
 }
@@ -423,6 +426,13 @@ fn calm_write(field: &str, every: Duration, polling: &Polling) -> Result<Duratio
     Ok(every)
 }
 
+fn ping(field: &str, every: Duration, polling: &Polling) -> Result<Option<Duration>, ConfigError> {
+    if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&every) {
+        return Err(invalid(field, "must be at least 50ms and at most 10m"));
+    }
+    Ok((every < polling.calm).then_some(every))
+}
+
 fn whoami_url(field: &str, url: &str) -> Result<WhoamiUrl, ConfigError> {
     let u = check_url(field, url)?;
     if u.scheme() != "http" {
@@ -462,6 +472,7 @@ fn probes(c: &ClusterConfig, at: &dyn Fn(&str) -> String) -> Result<Option<Probe
             calm(p.calm_write_interval, CALM_WRITE, polling.calm),
             &polling,
         )?,
+        ping: ping(&at("probes.ping_interval"), p.ping_interval, &polling)?,
         polling,
         schema: p.schema.clone(),
     }))

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::session::{closed, Deadline, Session, SetupError};
+use super::session::{idle, Deadline, Session, SetupError};
 use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{DirectOutcome, FailureReason};
@@ -100,11 +100,16 @@ impl DirectProbe {
             let began = Instant::now();
             let outcome = self.probe().await;
             self.state.apply_direct(&self.member, &self.addr, outcome, Instant::now());
-            tokio::select! {
-                _ = self.state.cadence.next_round(began, self.plan.polling.pace()) => {}
-                // The server ended the session (shutdown, crash): the next round, at once,
-                // tells whether it still answers.
-                _ = closed(&mut self.session) => self.session = None,
+            // The server ended the session (shutdown, crash): the next round, at once, tells
+            // whether it still answers. A ping left unanswered (a frozen member, or its packets
+            // dropped) is that round's failure, reported now.
+            let round = self.state.cadence.next_round(began, self.plan.polling.pace());
+            if let Some(l) = idle(&mut self.session, round, self.plan.ping, self.plan.polling.timeout).await {
+                self.session = None;
+                if l.reason != FailureReason::ClosedConnection {
+                    self.writable = false;
+                    self.state.apply_direct(&self.member, &self.addr, failed(l.reason, false, None), Instant::now());
+                }
             }
         }
     }

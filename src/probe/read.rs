@@ -5,9 +5,9 @@
 //! (while calm the write probe commits once a minute).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::session::{closed, Deadline, Session};
+use super::session::{idle, Deadline, Session};
 use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{Attempt, FailureReason, ProbeKind};
@@ -30,14 +30,19 @@ impl ReadProbe {
         loop {
             let began = Instant::now();
             self.attempt().await;
-            tokio::select! {
-                _ = self.state.cadence.next_round(began, self.plan.polling.pace()) => {}
-                _ = closed(&mut self.session) => {
-                    self.session = None;
-                    self.state.apply_probe_close(ProbeKind::Read, Instant::now());
-                }
+            let ping = self.ping();
+            let round = self.state.cadence.next_round(began, self.plan.polling.pace());
+            if let Some(l) = idle(&mut self.session, round, ping, self.plan.polling.timeout).await {
+                self.session = None;
+                self.state.apply_probe_lost(ProbeKind::Read, l.since, l.reason, Instant::now());
             }
         }
+    }
+
+    /// Pinged only without the write probe, whose pings through the same HAProxy find a frozen
+    /// HAProxy as soon: each ping costs.
+    fn ping(&self) -> Option<Duration> {
+        self.plan.ping.filter(|_| self.plan.primary.is_none())
     }
 
     /// The newest visible row's sequence number, `None` when none is visible yet.

@@ -156,11 +156,27 @@ fn io_reason(io: &std::io::Error) -> FailureReason {
     }
 }
 
-/// Resolves when `session` is closed; never when there is none.
-pub async fn closed(session: &mut Option<Session>) {
+/// How an idle session was lost, and when: when it closed, or when the unanswered ping was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    pub since: Instant,
+    pub reason: FailureReason,
+}
+
+/// Waits for `round` on `session`'s behalf (see [`Session::idle`]); without a session, for
+/// `round` only.
+pub async fn idle(
+    session: &mut Option<Session>,
+    round: impl Future<Output = ()>,
+    ping: Option<Duration>,
+    timeout: Duration,
+) -> Option<Lost> {
     match session {
-        Some(s) => s.closed().await,
-        None => std::future::pending().await,
+        Some(s) => s.idle(round, ping, timeout).await,
+        None => {
+            round.await;
+            None
+        }
     }
 }
 
@@ -238,9 +254,43 @@ impl Session {
         Ok(Session { client, driver, table: format!("{schema}.heartbeat"), table_ready: false, newest: None })
     }
 
-    /// Resolves once the connection is closed, whoever closed it.
-    pub async fn closed(&mut self) {
-        let _ = self.driver.closed.wait_for(|c| *c).await;
+    /// Waits for `round`, or until the session is lost on the way: its connection closed,
+    /// whoever closed it, or, with `ping` set, an empty query sent every `ping` left unanswered
+    /// for `timeout` (a frozen server, or a path that silently drops packets, closes nothing).
+    /// A ping in flight when the round comes due is waited for first: the round's own statement
+    /// would queue behind it and find the freeze only a whole deadline later.
+    pub async fn idle(
+        &mut self,
+        round: impl Future<Output = ()>,
+        ping: Option<Duration>,
+        timeout: Duration,
+    ) -> Option<Lost> {
+        let Session { client, driver, .. } = self;
+        let closed = driver.closed.wait_for(|c| *c);
+        tokio::pin!(round, closed);
+        let gone = || Some(Lost { since: Instant::now(), reason: FailureReason::ClosedConnection });
+        loop {
+            let next_ping = async {
+                match ping {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut round => return None,
+                _ = &mut closed => return gone(),
+                _ = next_ping => {}
+            }
+            let (since, deadline) = (Instant::now(), Deadline::after(timeout));
+            tokio::select! {
+                answer = bounded(&deadline, client.simple_query("")) => {
+                    if let Err(reason) = answer {
+                        return Some(Lost { since, reason });
+                    }
+                }
+                _ = &mut closed => return gone(),
+            }
+        }
     }
 
     /// Creates the probe's schema and table unless they exist (once per session).
@@ -405,6 +455,70 @@ mod tests {
         let login = plain_login();
         let err = Session::connect(&login, "s", &addr, &Deadline::after(Duration::from_secs(2))).await.err();
         assert_eq!(err, Some(FailureReason::Auth));
+    }
+
+    /// A server that logs anyone in, answers the first `answers` queries with an empty result,
+    /// then stays silent with the connection open (a frozen server), or closes it with `close`.
+    async fn pinged_server(answers: usize, close: bool) -> HostPort {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = HostPort { host: "127.0.0.1".into(), port: listener.local_addr().unwrap().port() };
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let mut len = [0u8; 4];
+            let _ = s.read_exact(&mut len).await;
+            let _ = s.read_exact(&mut vec![0u8; i32::from_be_bytes(len) as usize - 4]).await;
+            let _ = s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I']).await;
+            for _ in 0..answers {
+                let mut head = [0u8; 5];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let _ =
+                    s.read_exact(&mut vec![0u8; i32::from_be_bytes(head[1..].try_into().unwrap()) as usize - 4]).await;
+                let _ = s.write_all(&[b'I', 0, 0, 0, 4, b'Z', 0, 0, 0, 5, b'I']).await;
+            }
+            if !close {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+        addr
+    }
+
+    /// `idle` on a session to [`pinged_server`], its round due after `round_ms`.
+    async fn idle_on(answers: usize, close: bool, ping: Option<u64>, round_ms: u64) -> Option<(Lost, Duration)> {
+        let addr = pinged_server(answers, close).await;
+        let deadline = Deadline::after(Duration::from_secs(2));
+        let mut session = Session::connect(&plain_login(), "s", &addr, &deadline).await.expect("logged in");
+        let started = Instant::now();
+        let round = tokio::time::sleep(Duration::from_millis(round_ms));
+        let lost = session.idle(round, ping.map(Duration::from_millis), Duration::from_millis(300)).await;
+        lost.map(|l| (l, started.elapsed()))
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_pings_go_unanswered_is_lost_at_the_ping_deadline() {
+        let (lost, after) = idle_on(3, false, Some(50), 3000).await.expect("found");
+        assert_eq!(lost.reason, FailureReason::Timeout);
+        // Three pings answered, the fourth sent after 200 ms and given 300 ms.
+        assert!(after >= Duration::from_millis(500), "{after:?}");
+        assert!(after < Duration::from_secs(2), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ping_in_flight_when_the_round_is_due_is_waited_for() {
+        let (lost, after) = idle_on(0, false, Some(50), 100).await.expect("the round does not hide it");
+        assert_eq!(lost.reason, FailureReason::Timeout);
+        assert!(after >= Duration::from_millis(350), "{after:?}");
+        assert_eq!(idle_on(100, false, Some(50), 300).await, None, "answered pings: the round comes");
+    }
+
+    #[tokio::test]
+    async fn a_closed_session_is_lost_at_once_and_a_silent_one_without_pings_is_not() {
+        let (lost, after) = idle_on(0, true, None, 3000).await.expect("found");
+        assert_eq!(lost.reason, FailureReason::ClosedConnection);
+        assert!(after < Duration::from_secs(1), "{after:?}");
+        assert_eq!(idle_on(0, false, None, 300).await, None, "nothing tells a silent server without pings");
     }
 
     #[tokio::test]

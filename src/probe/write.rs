@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::session::{closed, Deadline, Session, SetupError, SLOW_STATEMENT};
+use super::session::{idle, Deadline, Session, SetupError, SLOW_STATEMENT};
 use crate::config::ProbePlan;
 use crate::model::address::HostPort;
 use crate::model::probe::{Attempt, FailureReason, ProbeKind, Transition};
@@ -136,12 +136,11 @@ impl WriteProbe {
                 self.note_setup(setup, result.is_ok());
                 self.settle(Attempt { started: began, finished: Instant::now(), result }, seq).await;
             }
-            tokio::select! {
-                _ = self.state.cadence.next_round(began, self.plan.polling.pace()) => {}
-                _ = closed(&mut self.session) => {
-                    self.session = None;
-                    self.state.apply_probe_close(ProbeKind::Write, Instant::now());
-                }
+            // Closed, or frozen: between the checks, pings find a silent HAProxy or primary.
+            let round = self.state.cadence.next_round(began, self.plan.polling.pace());
+            if let Some(l) = idle(&mut self.session, round, self.plan.ping, self.plan.polling.timeout).await {
+                self.session = None;
+                self.state.apply_probe_lost(ProbeKind::Write, l.since, l.reason, Instant::now());
             }
         }
     }
