@@ -426,7 +426,8 @@ fn calm_write(field: &str, every: Duration, polling: &Polling) -> Result<Duratio
     Ok(every)
 }
 
-fn ping(field: &str, every: Duration, polling: &Polling) -> Result<Option<Duration>, ConfigError> {
+fn ping(field: &str, every: Option<Duration>, polling: &Polling) -> Result<Option<Duration>, ConfigError> {
+    let Some(every) = every else { return Ok(None) };
     if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&every) {
         return Err(invalid(field, "must be at least 50ms and at most 10m"));
     }
