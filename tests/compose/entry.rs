@@ -197,7 +197,12 @@ impl Entry {
         eprintln!(
             "{fault}: the VIP moved to {other} in {moved:.2} s, the exporter named it at {named:.2} s; writer down {writer:.3} s, exporter {exporter:.3} s; conditions seen: {seen:?}"
         );
-        assert!((exporter - writer).abs() <= 0.5, "{fault}: exporter {exporter:.3} s, writer {writer:.3} s");
+        // The writer is sequential: its attempt in flight when the address comes back waits out
+        // its deadline (0.5 s, WRITER_DEADLINE in docker-compose.yml) before the next one starts
+        // 50 ms later, so its downtime can read that much long; the exporter hedges meanwhile.
+        // (Measured once here: a kill read exporter 2.814 s against the writer's 3.320 s.)
+        let allowed = if exporter < writer { 0.5 + 0.05 } else { 0.5 };
+        assert!((exporter - writer).abs() <= allowed, "{fault}: exporter {exporter:.3} s, writer {writer:.3} s");
         assert_eq!(after.moves, before.moves + 1.0, "{fault}: one move counted");
         let events = self.events("vip_moved", t0 - 1.0);
         assert_eq!(events, [format!("the virtual IP moved: {holder} -> {other}")], "{fault}");
